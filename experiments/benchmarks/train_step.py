@@ -1,0 +1,191 @@
+"""Training-step time: the workbench engine vs a loop written the way the diffusers examples are.
+
+The reference loop follows ``examples/dreambooth/train_dreambooth(_lora).py``: every step encodes the
+batch with the VAE (``latent_dist.sample()``) and the prompt with the text encoder, in fp32, with no
+caching. The engine (``workbench.recipes.engine.run``) encodes each image and its mirror once, caches
+the text embedding while the text side is frozen, and runs under bf16 autocast where the hardware
+supports it. Both use the same model, images, batch size, resolution, optimiser and clipping; the
+reference even skips the examples' per-step dataloader work (PIL transforms), which favours it.
+Warm-up steps are excluded; the median step time is reported, with the ratio reference / engine.
+
+    python experiments/benchmarks/train_step.py                        # tiny-face on the CPU
+    python experiments/benchmarks/train_step.py --device cuda --backbone /models/sd15 --compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+FIXTURE = ROOT.parent / "shared" / "data" / "lfw" / "fixture"
+PROMPT = "a photo of sks person"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--backbone", default=None, help="diffusers folder (default: a random tiny-face)")
+    p.add_argument("--resolution", type=int, default=None, help="default: 64 for tiny-face, else 512")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--steps", type=int, default=20, help="timed steps per loop")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compile, allocator)")
+    p.add_argument("--rank", type=int, default=4, help="LoRA rank")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (this machine is shared)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the engine's UNet")
+    p.add_argument("--reference-amp", action="store_true",
+                   help="run the reference under the same autocast (the examples' --mixed_precision)")
+    p.add_argument("--only", choices=["lora", "full"], default=None)
+    return p.parse_args(argv)
+
+
+def make_images(folder: Path, resolution: int, n: int = 8) -> list[Path]:
+    """Centre crops of the LFW fixture photos (random images if the fixture is absent)."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = sorted(FIXTURE.glob("*/*.jpg"))[:n]
+    paths = []
+    for i in range(n):
+        if i < len(sources):
+            with Image.open(sources[i]) as im:
+                im = im.convert("RGB").crop((50, 50, 200, 200))
+        else:
+            im = Image.fromarray(np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+        path = folder / f"img{i}.png"
+        im.resize((resolution, resolution), Image.Resampling.BICUBIC).save(path)
+        paths.append(path)
+    return paths
+
+
+def sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def reference_times(folder: str, images: list[Path], kind: str, args) -> list[float]:
+    """The diffusers-example loop: VAE and text encoder every step, fp32, nothing cached."""
+    import torch
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+    from peft import LoraConfig
+
+    from workbench.device import autocast_dtype
+    from workbench.recipes.engine import load_images
+    from workbench.recipes.lora import UNET_TARGETS
+
+    torch.manual_seed(0)
+    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32).to(args.device)
+    vae, text_encoder, unet, tokenizer = pipe.vae, pipe.text_encoder, pipe.unet, pipe.tokenizer
+    vae.requires_grad_(False)
+    text_encoder.requires_grad_(False)
+    if kind == "lora":
+        unet.requires_grad_(False)
+        unet.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian",
+                                    target_modules=UNET_TARGETS))
+        params = [p for p in unet.parameters() if p.requires_grad]
+        lr = 1e-4
+    else:
+        unet.requires_grad_(True)
+        params = list(unet.parameters())
+        lr = 5e-6
+    unet.train()
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    pixels = load_images(images, args.resolution)
+    input_ids = tokenizer([PROMPT] * args.batch_size, padding="max_length", truncation=True,
+                          max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    amp = autocast_dtype(args.device) if args.reference_amp else None
+    times = []
+    for _ in range(args.warmup + args.steps):
+        sync(args.device)
+        t0 = time.perf_counter()
+        idx = torch.randint(len(pixels), (args.batch_size,))
+        flip = torch.rand(args.batch_size) < 0.5
+        batch = torch.where(flip[:, None, None, None], pixels[idx].flip(-1), pixels[idx]).to(args.device)
+        with torch.autocast(args.device, dtype=amp, enabled=amp is not None):
+            latents = vae.encode(batch).latent_dist.sample() * vae.config.scaling_factor
+            noise = torch.randn_like(latents)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch_size,), device=args.device)
+            noisy = scheduler.add_noise(latents, noise, t)
+            encoder_hidden_states = text_encoder(input_ids.to(args.device))[0]
+            pred = unet(noisy, t, encoder_hidden_states).sample
+        loss = F.mse_loss(pred.float(), noise.float())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()  # the examples log the loss every step
+        sync(args.device)
+        times.append(time.perf_counter() - t0)
+    return times[args.warmup:]
+
+
+def engine_times(folder: str, images: list[Path], kind: str, args, out: Path) -> list[float]:
+    """The workbench engine itself: per-step seconds from its loss log."""
+    import json
+
+    from workbench.recipes import dreambooth, lora
+    from workbench.recipes.engine import TrainJob, run
+
+    steps = args.warmup + args.steps
+    if kind == "lora":
+        hooks = lora.hooks(lora.Params(steps=steps, lr=1e-4, batch_size=args.batch_size, rank=args.rank))
+    else:
+        hooks = dreambooth.hooks(dreambooth.Params(steps=steps, lr=5e-6, batch_size=args.batch_size,
+                                                   prior_preservation=False))
+    job = TrainJob(base=folder, train_images=images, subject_id="bench", out_dir=out, device=args.device,
+                   resolution=args.resolution, checkpoint_every=0, compile=args.compile)
+    run(job, hooks)
+    rows = [json.loads(line) for line in (out / "loss.jsonl").read_text().splitlines()]
+    return [r["seconds"] for r in rows][args.warmup:]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-train-step-"))
+    os.environ["WORKBENCH_HOME"] = str(tmp / "home")  # manifests of the benchmark runs stay in tmp
+
+    import torch
+
+    from workbench.device import autocast_dtype
+
+    torch.set_num_threads(args.threads)
+    if args.backbone is None:
+        from workbench.backbones.tiny_face import build_pipeline
+
+        folder = str(tmp / "tiny-face")
+        build_pipeline(Path(folder), seed=0)
+        args.resolution = args.resolution or 64
+    else:
+        folder = args.backbone
+        args.resolution = args.resolution or 512
+    images = make_images(tmp / "images", args.resolution)
+    print(f"device {args.device}, threads {torch.get_num_threads()}, torch {torch.__version__}, "
+          f"model {folder if args.backbone else 'tiny-face (random weights)'}, {args.resolution}px, "
+          f"batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up; "
+          f"engine autocast {autocast_dtype(args.device)}, reference "
+          f"{autocast_dtype(args.device) if args.reference_amp else 'fp32'}"
+          f"{', engine compiled' if args.compile else ''}")
+    for kind in [args.only] if args.only else ["lora", "full"]:
+        ref = statistics.median(reference_times(folder, images, kind, args))
+        eng = statistics.median(engine_times(folder, images, kind, args, tmp / f"run-{kind}"))
+        print(f"{kind:5s} step: reference {ref * 1000:8.1f} ms   engine {eng * 1000:8.1f} ms   "
+              f"reference/engine {ref / eng:5.2f}x   ({args.batch_size / eng:.1f} img/s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

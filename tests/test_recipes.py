@@ -1,0 +1,256 @@
+"""Every registered recipe trains a few steps on a random tiny-face pipeline, and its artifact loads
+the way a vanilla diffusers user would load it; runs resume; every file is in the manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from workbench.errors import UserError  # noqa: E402
+from workbench.lifecycle import manifest  # noqa: E402
+from workbench.recipes import engine, registry  # noqa: E402
+from workbench.recipes.artifacts import load_personalised, read_done  # noqa: E402
+
+FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw" / "fixture"
+SUBJECT = "subject-test"
+# Tiny settings per recipe: a few steps at batch 2 (DreamBooth: 2 class images of 2 denoising steps).
+FAST = {
+    "none": {},
+    "lora": {"steps": 3, "batch_size": 2},
+    "dreambooth": {"steps": 3, "batch_size": 2, "num_class_images": 2, "class_image_steps": 2},
+    "textual_inversion": {"steps": 3, "batch_size": 2},
+    "pivotal": {"steps": 3, "batch_size": 2},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> str:
+    from workbench.backbones.tiny_face import build_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny-face")
+    build_pipeline(folder, seed=0)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory) -> list[Path]:
+    """64×64 crops of four fixture photos: centre 150 px of the 250 px LFW image."""
+    folder = tmp_path_factory.mktemp("crops")
+    out = []
+    for src in sorted(FIXTURE.glob("*/*.jpg"))[:4]:
+        with Image.open(src) as im:
+            crop = im.convert("RGB").crop((50, 50, 200, 200)).resize((64, 64), Image.Resampling.BICUBIC)
+        crop.save(folder / f"{src.stem}.png")
+        out.append(folder / f"{src.stem}.png")
+    assert len(out) == 4, f"no LFW fixture photos under {FIXTURE}"
+    return out
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def make_job(base, crops, out: Path, **kw) -> engine.TrainJob:
+    return engine.TrainJob(base=base, train_images=crops, subject_id=SUBJECT, out_dir=out, device="cpu",
+                           checkpoint_every=2, **kw)
+
+
+def train(name: str, base, crops, out: Path, stop_after=None, **overrides):
+    recipe = registry.get_recipe(name)
+    params = recipe.params(**(FAST[name] | overrides))
+    loop = {} if stop_after is None else {"stop_after": stop_after}
+    return recipe.train(make_job(base, crops, out), params, **loop)
+
+
+def sample(pipe, prompt: str, seed: int = 0) -> np.ndarray:
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(prompt, num_inference_steps=2, generator=torch.Generator().manual_seed(seed),
+                output_type="np").images
+
+
+def unregistered_files(*roots: Path) -> list[Path]:
+    known = {Path(a.path) if Path(a.path).is_absolute() else Path(os.environ["WORKBENCH_HOME"]) / a.path
+             for a in manifest.read(SUBJECT)}
+    files = [p.resolve() for root in roots for p in root.rglob("*") if p.is_file()]
+    return [p for p in files if p not in known and p.name != "manifest.jsonl"]
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_every_recipe_trains_loads_and_registers_every_file(name, base, crops, tmp_path, home):
+    assert set(FAST) == set(registry.load_all()), "add the new recipe to FAST"
+    result = train(name, base, crops, tmp_path / "run")
+    done = read_done(result.artifact_dir)
+    assert done["recipe"] == name and done["steps"] == FAST[name].get("steps", 0)
+    assert done["identifier"] == result.identifier and done["subject_id"] == SUBJECT
+    assert set(done) >= {"seconds", "final_loss", "base", "param_hash", "files", "params"}
+    assert not (tmp_path / "run" / "checkpoint").exists(), "checkpoints must go once the artifact exists"
+    if done["steps"]:
+        rows = (tmp_path / "run" / "loss.jsonl").read_text().splitlines()
+        steps = [json.loads(line)["step"] for line in rows]
+        assert steps == list(range(1, done["steps"] + 1))
+    pipe = load_personalised(base, result.artifact_dir, "cpu")
+    assert sample(pipe, done["instance_prompt"]).shape == (1, 64, 64, 3)
+    assert unregistered_files(tmp_path / "run", home) == []
+
+
+def test_lora_file_holds_only_lora_keys_and_changes_the_output(base, crops, tmp_path, home):
+    from diffusers import StableDiffusionPipeline
+    from safetensors import safe_open
+
+    result = train("lora", base, crops, tmp_path / "run", lr=2e-2)
+    with safe_open(result.artifact_dir / "pytorch_lora_weights.safetensors", "pt") as fh:
+        keys = list(fh.keys())
+    assert keys and all(k.startswith("unet.") and ".lora." in k for k in keys)
+
+    plain = StableDiffusionPipeline.from_pretrained(base)
+    tuned = StableDiffusionPipeline.from_pretrained(base)
+    tuned.load_lora_weights(result.artifact_dir)
+    before, after = sample(plain, "a photo of sks person"), sample(tuned, "a photo of sks person")
+    assert np.abs(before - after).max() > 1e-3
+
+
+def test_lora_on_the_text_encoder_is_saved_and_loaded(base, crops, tmp_path, home):
+    from diffusers import StableDiffusionPipeline
+    from safetensors import safe_open
+
+    result = train("lora", base, crops, tmp_path / "run", train_text_encoder=True)
+    with safe_open(result.artifact_dir / "pytorch_lora_weights.safetensors", "pt") as fh:
+        prefixes = {k.split(".")[0] for k in fh.keys()}
+    assert prefixes == {"unet", "text_encoder"}
+    pipe = StableDiffusionPipeline.from_pretrained(base)
+    pipe.load_lora_weights(result.artifact_dir)
+    assert any("lora" in n for n, _ in pipe.text_encoder.named_parameters())
+
+
+def test_textual_inversion_token_loads_as_one_new_id(base, crops, tmp_path, home):
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file
+
+    result = train("textual_inversion", base, crops, tmp_path / "run", lr=1e-1)
+    assert result.identifier == "<sks>"
+    learned = load_file(result.artifact_dir / "learned_embeds.safetensors")
+    assert list(learned) == ["<sks>"] and learned["<sks>"].shape == (1, 64)
+
+    pipe = StableDiffusionPipeline.from_pretrained(base)
+    vocab = len(pipe.tokenizer)
+    person_id = pipe.tokenizer.convert_tokens_to_ids("person</w>")
+    person = pipe.text_encoder.get_input_embeddings().weight[person_id].detach().clone()
+    pipe.load_textual_inversion(result.artifact_dir)
+    ids = pipe.tokenizer("a photo of <sks> person", add_special_tokens=False).input_ids
+    assert ids.count(vocab) == 1 and len(pipe.tokenizer) == vocab + 1
+    row = pipe.text_encoder.get_input_embeddings().weight[vocab]
+    assert torch.equal(row, learned["<sks>"][0])
+    assert not torch.allclose(row, person), "the token must have moved away from its initializer"
+
+
+def test_textual_inversion_changes_only_the_new_row(base):
+    from diffusers import StableDiffusionPipeline
+
+    from workbench.recipes.textual_inversion import add_token
+
+    pipe = StableDiffusionPipeline.from_pretrained(base)
+    weight, token_id = add_token(pipe, "<sks>", "person")
+    before = weight.detach().clone()
+    opt = torch.optim.AdamW([weight], lr=1e-1, weight_decay=0.0)
+    ids = pipe.tokenizer("<sks> person photo", return_tensors="pt").input_ids
+    pipe.text_encoder(ids)[0].square().mean().backward()
+    opt.step()
+    changed = (weight.detach() != before).any(dim=1).nonzero().flatten().tolist()
+    assert changed == [token_id]
+
+
+def test_dreambooth_folder_loads_and_class_images_are_reused(base, crops, tmp_path, home):
+    from diffusers import StableDiffusionPipeline
+
+    result = train("dreambooth", base, crops, tmp_path / "run")
+    pipe = StableDiffusionPipeline.from_pretrained(result.artifact_dir)
+    plain = StableDiffusionPipeline.from_pretrained(base)
+    assert not torch.equal(pipe.unet.conv_in.weight, plain.unet.conv_in.weight)
+    class_images = [a for a in manifest.read(SUBJECT) if a.kind == "class_image"]
+    assert len(class_images) == 2
+
+    train("dreambooth", base, crops, tmp_path / "again", lr=2e-4)  # another run, same class images
+    assert [a for a in manifest.read(SUBJECT) if a.kind == "class_image"] == class_images
+
+
+def test_pivotal_loads_token_and_lora(base, crops, tmp_path, home):
+    from diffusers import StableDiffusionPipeline
+
+    result = train("pivotal", base, crops, tmp_path / "run")
+    pipe = StableDiffusionPipeline.from_pretrained(base)
+    pipe.load_textual_inversion(result.artifact_dir)
+    pipe.load_lora_weights(result.artifact_dir)
+    assert len(pipe.tokenizer("<sks>", add_special_tokens=False).input_ids) == 1
+    assert any("lora" in n for n, _ in pipe.unet.named_parameters())
+
+
+@pytest.mark.parametrize("name", ["lora", "pivotal"])
+def test_a_stopped_run_resumes_and_matches_an_uninterrupted_one(name, base, crops, tmp_path, home):
+    straight = train(name, base, crops, tmp_path / "straight", steps=4)
+    with pytest.raises(engine.Stopped):
+        train(name, base, crops, tmp_path / "resumed", steps=4, stop_after=2)
+    run = tmp_path / "resumed"
+    assert [p.name for p in (run / "checkpoint").iterdir()] == ["step-000002"]
+    assert not (run / "artifact").exists()
+    resumed = train(name, base, crops, run, steps=4)
+    assert resumed.steps == 4
+    steps = [json.loads(line)["step"] for line in (run / "loss.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    assert resumed.param_hash == straight.param_hash, "resuming must continue the same trajectory"
+    assert unregistered_files(run, home) == []
+
+
+def test_a_finished_run_is_reused_and_a_different_job_is_refused(base, crops, tmp_path, home):
+    first = train("lora", base, crops, tmp_path / "run")
+    again = train("lora", base, crops, tmp_path / "run")
+    assert again == first
+    with pytest.raises(UserError, match="different job"):
+        train("lora", base, crops, tmp_path / "run", rank=8)
+
+
+def test_bad_recipe_parameters_fail_before_training_with_the_field_name(tmp_path, capsys):
+    from workbench.cli import main
+    from workbench.recipes.commands import parse_params
+
+    with pytest.raises(UserError, match="rnk: unknown parameter"):
+        parse_params("lora", ["rnk=4"])
+    with pytest.raises(UserError, match="rank"):
+        parse_params("lora", ["rank=four"])
+    assert parse_params("lora", ["rank=8", "train_text_encoder=true"]).rank == 8
+    code = main(["train", "--subject", SUBJECT, "--recipe", "lora", "--set", "lr=-1", "--out", str(tmp_path)])
+    assert code == 2 and "lr" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_recipes_command_lists_every_recipe_with_its_defaults():
+    from workbench.recipes.commands import describe_recipes
+
+    text = describe_recipes()
+    for name in registry.load_all():
+        assert f"{name}: " in text
+    assert "rank = 4  # LoRA rank r" in text
+    assert "steps = 300  # optimiser steps" in text  # textual inversion's own default
+
+
+def test_a_job_without_images_is_refused(tmp_path):
+    with pytest.raises(UserError, match="no training images"):
+        engine.TrainJob(base="tiny-face", train_images=[], subject_id=SUBJECT, out_dir=tmp_path)

@@ -1,0 +1,3 @@
+"""Headshot privacy workbench: how much privacy does an AI-headshot recipe cost?"""
+
+__version__ = "0.1.0"

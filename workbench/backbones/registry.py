@@ -1,0 +1,80 @@
+"""Backbones by name: the shipped ``tiny-face`` or any diffusers model id / local folder.
+
+Every backbone loads through :func:`load_backbone` into a real ``StableDiffusionPipeline`` (or the
+SDXL pipeline for SDXL ids), so the tiny CPU model and SD 1.5 share one code path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from workbench.errors import OfflineError, UserError
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+BACKBONES: dict[str, Callable[[], Path]] = {}
+
+
+def register_backbone(name: str):
+    def wrap(fn: Callable[[], Path]) -> Callable[[], Path]:
+        BACKBONES[name] = fn
+        return fn
+
+    return wrap
+
+
+@register_backbone("tiny-face")
+def _tiny_face() -> Path:
+    folder = ASSETS / "tiny-face"
+    if not (folder / "model_index.json").exists():
+        raise UserError(
+            f"the shipped tiny-face checkpoint is missing from {folder}; reinstall the package, or "
+            "rebuild it with `workbench pretrain-base --out <folder>` and pass that folder as backbone"
+        )
+    return folder
+
+
+def resolve_backbone(name: str) -> str:
+    """A registered name → its folder; a local folder → itself; anything else → a hub model id."""
+    if name in BACKBONES:
+        return str(BACKBONES[name]())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").exists():
+            raise UserError(f"backbone folder {path} has no model_index.json: is it a diffusers pipeline?")
+        return str(path)
+    if name.startswith((".", "/", "~")):
+        raise UserError(f"backbone folder {name} does not exist")
+    return name
+
+
+def pipeline_class(model_index: dict):
+    import diffusers
+
+    cls = model_index.get("_class_name", "StableDiffusionPipeline")
+    return getattr(diffusers, cls)
+
+
+def load_backbone(name: str, device: str = "cpu", dtype=None):
+    """Load a backbone as a diffusers pipeline with the safety checker off (research on faces)."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    source = resolve_backbone(name)
+    dtype = dtype or torch.float32
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    kwargs = dict(torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    try:
+        pipe = DiffusionPipeline.from_pretrained(source, local_files_only=offline, **kwargs)
+    except (OSError, ValueError) as exc:
+        if Path(source).exists():
+            raise UserError(f"could not load backbone folder {source}: {exc}") from exc
+        raise OfflineError(
+            f"could not load diffusers model {source!r} from the Hugging Face hub or its local cache "
+            f"({type(exc).__name__}). On an offline machine, download it elsewhere with "
+            f"`huggingface-cli download {source}` and pass the local folder as backbone, or use "
+            "backbone: tiny-face."
+        ) from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)

@@ -1,0 +1,48 @@
+"""``workbench`` command line: a thin shell over library functions.
+
+Each stage module exposes ``add_commands(subparsers)``; the modules are listed here, nothing else.
+Bad input raises :class:`workbench.errors.UserError`, printed as one line (exit 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from workbench.errors import UserError
+
+# Modules that contribute sub-commands, in the order of the data flow.
+COMMAND_MODULES = (
+    "workbench.subjects.commands",    # intake
+    "workbench.backbones.commands",   # pretrain-base, backbone-info
+    "workbench.recipes.commands",     # train, recipes
+    "workbench.generate",             # generate
+    "workbench.metrics.commands",     # verify-encoder, audit
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data lifecycle: manifest of every derived artifact, retention, erasure, audit log."""

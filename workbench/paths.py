@@ -1,0 +1,55 @@
+"""Where the workbench keeps its state.
+
+Everything lives under ``$WORKBENCH_HOME`` (default ``~/.cache/workbench``), so tests and users can
+point it anywhere. Subject folders are named by pseudonymous ids, never by people's names.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+_SUBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def home() -> Path:
+    """The data root: ``$WORKBENCH_HOME`` or ``~/.cache/workbench``."""
+    root = os.environ.get("WORKBENCH_HOME") or Path.home() / ".cache" / "workbench"
+    path = Path(root).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_subject_id(subject_id: str) -> str:
+    """A subject id is a short slug (letters, digits, ``-``, ``_``); it becomes a folder name."""
+    if not isinstance(subject_id, str) or not _SUBJECT_ID.match(subject_id):
+        raise ValueError(
+            f"subject id {subject_id!r} is not allowed: use 1-64 letters, digits, '-' or '_', "
+            "starting with a letter or digit (e.g. 'subject-01')"
+        )
+    return subject_id
+
+
+def subjects_root() -> Path:
+    return home() / "subjects"
+
+
+def subject_dir(subject_id: str) -> Path:
+    return subjects_root() / check_subject_id(subject_id)
+
+
+def runs_root() -> Path:
+    return home() / "runs"
+
+
+def lfw_dir() -> Path | None:
+    """The LFW copy to use for demo subjects: ``$WORKBENCH_LFW_DIR`` or the shared data folder."""
+    env = os.environ.get("WORKBENCH_LFW_DIR")
+    candidates = [Path(env)] if env else []
+    here = Path(__file__).resolve().parent.parent
+    candidates += [here.parent / "shared" / "data" / "lfw", home() / "lfw"]
+    for cand in candidates:
+        if (cand / "demo").is_dir() or (cand / "people").is_dir():
+            return cand
+    return None

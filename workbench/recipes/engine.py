@@ -1,0 +1,503 @@
+"""The one training loop every recipe runs on: :func:`run` (a job) + :class:`Hooks` (a recipe).
+
+Objective: DDPM's simplified loss (Ho et al. 2020, Algorithm 1) in a latent space (Rombach et al.
+2022): for an image latent z₀, noise ε ~ N(0, I), timestep t ~ U{0..T-1},
+    z_t = √ᾱ_t z₀ + √(1-ᾱ_t) ε,      L = ‖ε - ε_θ(z_t, t, c)‖²
+(v-prediction models use the target v = √ᾱ_t ε - √(1-ᾱ_t) z₀ instead), with the base pipeline's
+own noise schedule (``DDPMScheduler.from_config``).
+
+What is shared here, what a recipe supplies (:class:`Hooks`):
+- shared: loading images (PIL/numpy, horizontal flips), encoding each image and its mirror once
+  with the frozen VAE (the posterior mean/std is cached; z₀ is re-sampled every step), caching
+  text embeddings while the text side is frozen, bf16 autocast where the hardware runs it, AdamW,
+  gradient clipping, the loss log, checkpoints and resume, and the atomic final artifact;
+- recipe: which parameters train (``prepare``), whether the text embeddings depend on them,
+  extra loss terms (DreamBooth's prior preservation), and how the artifact is saved (``save``).
+
+A run folder ``out_dir`` holds ``job.json`` (what is being trained), ``loss.jsonl`` (one line per
+step), ``checkpoint/step-NNNNNN/`` while training, and ``artifact/`` (with ``DONE.json``) at the
+end. Rerunning the same job resumes from the last checkpoint, or returns the finished result.
+Every file written is registered in the subject's manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from workbench.errors import UserError
+from workbench.lifecycle import manifest
+from workbench.recipes.artifacts import ARTIFACT, DONE, FORMAT_VERSION, read_done
+from workbench.recipes.registry import RecipeParams
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint"
+LOSS_LOG = "loss.jsonl"
+JOB = "job.json"
+
+
+@dataclass
+class TrainJob:
+    """What to personalise, on what, for whom, and where the run lives."""
+
+    base: str  # backbone: "tiny-face", a local diffusers folder or a hub id
+    train_images: list[Path]  # the subject's aligned training crops (e.g. Subject.train)
+    subject_id: str  # every file written is registered in this subject's manifest
+    out_dir: Path  # the run folder (job.json, loss.jsonl, checkpoint/, artifact/)
+    identifier: str = "sks"  # rare word bound to the subject; TI-style recipes make it a new token "<sks>"
+    class_noun: str = "person"  # the subject's class (DreamBooth's class noun)
+    instance_prompt: str = "a photo of {identifier} {class_noun}"  # caption of every training image
+    class_prompt: str = "a photo of a {class_noun}"  # prompt of prior-preservation class images
+    device: str = "auto"  # auto: cuda, then mps, then cpu
+    seed: int = 0  # seeds adapter init, batch sampling, noise and timesteps
+    resolution: int = 64  # training images are resized to resolution × resolution
+    checkpoint_every: int = 50  # steps between checkpoints (0: none)
+    compile: bool = False  # torch.compile the UNet (pays off on CUDA for long runs only)
+
+    def __post_init__(self):
+        self.out_dir = Path(self.out_dir)
+        self.train_images = [Path(p) for p in self.train_images]
+        if not self.train_images:
+            raise UserError("the job has no training images; the subject's train split is empty")
+        if "{identifier}" not in self.instance_prompt:
+            raise UserError(f"instance_prompt {self.instance_prompt!r} must contain {{identifier}}")
+        if self.resolution % 8:
+            raise UserError(f"resolution {self.resolution} must be a multiple of 8")
+        if self.checkpoint_every < 0:
+            raise UserError("checkpoint_every must be ≥ 0 (0 turns checkpoints off)")
+
+
+@dataclass
+class Setup:
+    """What a recipe's ``prepare`` hook returns once it has made its parameters trainable."""
+
+    param_groups: list[dict]  # AdamW groups: {"params": [...], "lr": ..., optional "weight_decay"}
+    text_trainable: bool = False  # text embeddings depend on trained weights: recompute every step
+    after_step: Callable[[], None] | None = None  # runs after each optimiser step
+    extra_loss: Callable[[Step], torch.Tensor] | None = None  # added to the instance loss
+
+
+@dataclass
+class Hooks:
+    """A recipe, as the loop sees it."""
+
+    recipe: str  # registered recipe name (recorded in DONE.json)
+    params: RecipeParams  # the recipe's parameters (recorded in job.json and DONE.json)
+    steps: int  # optimiser steps; 0 trains nothing (the `none` control)
+    batch_size: int = 1  # images per step
+    max_grad_norm: float = 1.0  # global L2 gradient clipping
+    token: str | None = None  # word that names the subject in prompts (None: job.identifier)
+    prepare: Callable | None = None  # prepare(pipe, job) -> Setup
+    save: Callable | None = None  # save(pipe, folder) -> {role: file name}; see artifacts.py
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    recipe: str
+    artifact_dir: Path  # folder with DONE.json; load with artifacts.load_personalised
+    identifier: str  # the word to put in prompts for this artifact ("sks", "<sks>")
+    steps: int
+    seconds: float  # training time over all sessions (excludes loading and saving)
+    final_loss: float | None  # mean instance loss over the last ≤10 steps
+    param_hash: str  # sha256 over the artifact's weight files
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> TrainResult:
+        d = read_done(folder)
+        return cls(d["recipe"], Path(folder), d["identifier"], d["steps"], d["seconds"], d["final_loss"],
+                   d["param_hash"])
+
+
+class Stopped(Exception):
+    """Raised by :func:`run` when ``stop_after`` is reached: the run stops as if killed there."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data: images → cached VAE posteriors; prompts → (cached) text embeddings
+
+
+def load_images(paths: list[Path], resolution: int) -> torch.Tensor:
+    """RGB images → float tensor (N, 3, H, W) in [-1, 1]."""
+    arrays = []
+    for path in paths:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (resolution, resolution):
+                im = im.resize((resolution, resolution), Image.Resampling.BICUBIC)
+            arrays.append(np.asarray(im, dtype=np.float32))
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # (N, 3, H, W) in [0, 255]
+    return x / 127.5 - 1.0
+
+
+@dataclass
+class LatentSet:
+    """VAE posteriors N(mean, std²) of N images followed by their mirror images (rows N..2N-1)."""
+
+    mean: torch.Tensor  # (2N, C, h, w)
+    std: torch.Tensor  # (2N, C, h, w)
+    scaling: float  # vae.config.scaling_factor
+
+    def __len__(self) -> int:
+        return self.mean.shape[0]
+
+    def sample(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """z₀ = scaling · (mean + std · e), e ~ N(0, I): a fresh posterior sample per step."""
+        mean, std = self.mean[idx], self.std[idx]
+        e = torch.randn(mean.shape, generator=generator).to(mean.device)
+        return (mean + std * e) * self.scaling
+
+
+@torch.no_grad()
+def encode_images(pipe, paths: list[Path], resolution: int, chunk: int = 16) -> LatentSet:
+    """Encode images and their horizontal flips once with the (frozen) VAE, in fp32."""
+    vae = pipe.vae
+    x = load_images(paths, resolution)
+    x = torch.cat([x, x.flip(-1)])  # horizontal-flip augmentation, precomputed
+    means, stds = [], []
+    for i in range(0, len(x), chunk):
+        dist = vae.encode(x[i:i + chunk].to(vae.device, vae.dtype)).latent_dist
+        means.append(dist.mean.float())
+        stds.append(dist.std.float())
+    return LatentSet(torch.cat(means), torch.cat(stds), float(vae.config.scaling_factor))
+
+
+class Step:
+    """Computes diffusion losses for the loop and for a recipe's ``extra_loss`` hook."""
+
+    def __init__(self, pipe, batch_size: int, generator: torch.Generator, amp, text_trainable: bool):
+        from diffusers import DDPMScheduler
+
+        self.pipe, self.batch_size, self.generator, self.amp = pipe, batch_size, generator, amp
+        self.device = pipe.unet.device
+        self.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.text_trainable = text_trainable
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
+
+    def text(self, prompt: str) -> torch.Tensor:
+        """Text-encoder hidden states (1, T, D): cached while nothing on the text side trains."""
+        if not self.text_trainable and prompt in self._text_cache:
+            return self._text_cache[prompt]
+        tok = self.pipe.tokenizer
+        ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt").input_ids.to(self.device)
+        if self.text_trainable:
+            with self.autocast():
+                return self.pipe.text_encoder(ids)[0]
+        with torch.no_grad():
+            emb = self.pipe.text_encoder(ids)[0].float()
+        self._text_cache[prompt] = emb
+        return emb
+
+    def loss(self, latents: LatentSet, prompt: str) -> torch.Tensor:
+        """One Monte-Carlo estimate of the DDPM loss on a random batch of ``latents`` under ``prompt``."""
+        g, b = self.generator, self.batch_size
+        idx = torch.randint(len(latents), (b,), generator=g).to(latents.mean.device)
+        z0 = latents.sample(idx, g)  # (B, C, h, w)
+        noise = torch.randn(z0.shape, generator=g).to(self.device)  # ε ~ N(0, I)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=g).to(self.device)
+        zt = self.scheduler.add_noise(z0, noise, t)  # z_t = √ᾱ_t z₀ + √(1-ᾱ_t) ε
+        if self.scheduler.config.prediction_type == "v_prediction":
+            target = self.scheduler.get_velocity(z0, noise, t)
+        else:
+            target = noise
+        cond = self.text(prompt).expand(b, -1, -1)
+        with self.autocast():
+            pred = self.pipe.unet(zt, t, cond).sample
+        return F.mse_loss(pred.float(), target.float())
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop
+
+
+def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None) -> TrainResult:
+    """Train ``hooks``'s recipe on ``job``; resume from a checkpoint; write the artifact atomically.
+
+    ``stop_after``: stop (raise :class:`Stopped`) once this many steps are done and checkpointed, as
+    if the process had been killed there (for tests and pre-emptible machines).
+    """
+    out = job.out_dir.resolve()
+    if (out / ARTIFACT / DONE).is_file():
+        _check_job(out, job, hooks)
+        log.info("%s is already trained; reusing it", out / ARTIFACT)
+        return TrainResult.from_folder(out / ARTIFACT)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_job(out, job, hooks)
+    _clean_temp(out)
+    token = hooks.token or job.identifier
+    if hooks.steps == 0:
+        return _finish(job, hooks, None, token, seconds=0.0)
+
+    from workbench.backbones.registry import load_backbone
+    from workbench.device import autocast_dtype, resolve_device
+
+    device = resolve_device(job.device)
+    amp = autocast_dtype(device)
+    torch.manual_seed(job.seed)  # adapter initialisation
+    pipe = load_backbone(job.base, device)
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        raise UserError(f"backbone {job.base} is SDXL; recipes train SD-1.x-style pipelines only")
+    for module in (pipe.vae, pipe.text_encoder, pipe.unet):
+        module.requires_grad_(False)
+        module.eval()
+    instance = encode_images(pipe, job.train_images, job.resolution)
+    setup = hooks.prepare(pipe, job)
+    trainable = {name: p for name, p in _named_trainable(pipe)}
+    if not trainable:
+        raise RuntimeError(f"recipe {hooks.recipe} made no parameter trainable")
+    pipe.unet.train(any(n.startswith("unet.") for n in trainable))
+    pipe.text_encoder.train(any(n.startswith("text_encoder.") for n in trainable))
+    if job.compile:
+        pipe.unet.compile()
+    optimizer = torch.optim.AdamW(setup.param_groups, weight_decay=1e-2)
+    generator = torch.Generator().manual_seed(job.seed)
+    step = Step(pipe, hooks.batch_size, generator, amp, setup.text_trainable)
+    prompt = job.instance_prompt.format(identifier=token, class_noun=job.class_noun)
+
+    start, seconds = _resume(out, trainable, optimizer, generator, device)
+    loss_log = out / LOSS_LOG
+    _truncate_log(loss_log, job.subject_id, start)
+    params = [p for p in trainable.values()]
+    bar = tqdm(range(start, hooks.steps), initial=start, total=hooks.steps, desc=hooks.recipe,
+               unit="step", mininterval=1.0)
+    for i in bar:
+        t0 = time.perf_counter()
+        loss = step.loss(instance, prompt)
+        extra = setup.extra_loss(step) if setup.extra_loss else None
+        total = loss if extra is None else loss + extra
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, hooks.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if setup.after_step:
+            setup.after_step()
+        row = {"step": i + 1, "loss": loss.item()}
+        if extra is not None:
+            row["extra_loss"] = extra.item()
+        row["seconds"] = round(time.perf_counter() - t0, 5)
+        seconds += row["seconds"]
+        with open(loss_log, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+        done = i + 1
+        if job.checkpoint_every and done % job.checkpoint_every == 0 and done < hooks.steps:
+            _save_checkpoint(out, job.subject_id, trainable, optimizer, generator, done, seconds)
+        if stop_after is not None and done >= stop_after and done < hooks.steps:
+            bar.close()
+            manifest.register(job.subject_id, "record", loss_log)
+            raise Stopped(f"stopped after step {done} of {hooks.steps}")
+    bar.close()
+    pipe.unet.eval()
+    pipe.text_encoder.eval()
+    return _finish(job, hooks, pipe, token, seconds)
+
+
+def _named_trainable(pipe):
+    for prefix, module in (("unet", pipe.unet), ("text_encoder", pipe.text_encoder)):
+        for name, p in module.named_parameters():
+            if p.requires_grad:
+                yield f"{prefix}.{name}", p
+
+
+def _job_record(job: TrainJob, hooks: Hooks) -> dict:
+    """What must match for a rerun to resume (run-time choices like device are left out)."""
+    from workbench.backbones.registry import resolve_backbone
+
+    return {
+        "recipe": hooks.recipe, "params": hooks.params.model_dump(mode="json"), "steps": hooks.steps,
+        "base": resolve_backbone(job.base), "subject_id": job.subject_id,
+        "train_images": [manifest.sha256_file(p) for p in job.train_images],
+        "identifier": job.identifier, "class_noun": job.class_noun,
+        "instance_prompt": job.instance_prompt, "class_prompt": job.class_prompt,
+        "seed": job.seed, "resolution": job.resolution,
+    }
+
+
+def _check_job(out: Path, job: TrainJob, hooks: Hooks) -> None:
+    record = _job_record(job, hooks)
+    path = out / JOB
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old != record:
+            diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+            raise UserError(
+                f"{out} holds a run of a different job (differs in: {', '.join(diff)}); "
+                "choose another output folder, or delete this one to start over"
+            )
+        return
+    if (out / ARTIFACT).exists():
+        raise UserError(f"{out} holds an artifact but no {JOB}; choose another output folder")
+    manifest.write_bytes(job.subject_id, "record", path, json.dumps(record, indent=1).encode())
+
+
+def _clean_temp(out: Path) -> None:
+    """Remove half-written folders a killed run left behind (never registered, never results)."""
+    for tmp in list(out.glob(".artifact-*")) + list((out / CHECKPOINT).glob(".tmp-*")):
+        shutil.rmtree(tmp, ignore_errors=True)
+    if (out / ARTIFACT).exists() and not (out / ARTIFACT / DONE).exists():
+        shutil.rmtree(out / ARTIFACT)
+
+
+def _truncate_log(path: Path, subject_id: str, start: int) -> None:
+    """Keep the loss log's lines up to the resumed step, so every step appears once."""
+    rows = _read_log(path)
+    kept = [r for r in rows if r["step"] <= start]
+    if not path.exists() or len(kept) != len(rows):
+        manifest.atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        manifest.register(subject_id, "record", path)
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut short by a kill
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints: checkpoint/step-NNNNNN/ {trainable.safetensors, optimizer.pt, state.pt}, each folder
+# written under a temporary name and renamed into place, so the newest one is always complete.
+
+
+def _save_checkpoint(out, subject_id, trainable, optimizer, generator, step, seconds) -> None:
+    import io
+
+    from safetensors.torch import save_file
+
+    root = out / CHECKPOINT
+    root.mkdir(exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    save_file({k: v.detach().contiguous() for k, v in trainable.items()}, tmp / "trainable.safetensors")
+    buf = io.BytesIO()
+    torch.save(optimizer.state_dict(), buf)
+    (tmp / "optimizer.pt").write_bytes(buf.getvalue())
+    state = {"step": step, "seconds": seconds, "rng_loop": generator.get_state(),
+             "rng_torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["rng_cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(state, tmp / "state.pt")
+    final = root / f"step-{step:06d}"
+    os.replace(tmp, final)
+    for f in sorted(final.iterdir()):
+        manifest.register(subject_id, "optimizer_state" if f.name == "optimizer.pt" else "checkpoint", f)
+    for old in root.glob("step-*"):
+        if old != final:
+            shutil.rmtree(old)
+
+
+def _resume(out, trainable, optimizer, generator, device) -> tuple[int, float]:
+    """Load the newest checkpoint, if any: → (steps done, training seconds so far)."""
+    from safetensors.torch import load_file
+
+    folders = sorted((out / CHECKPOINT).glob("step-*"))
+    if not folders:
+        return 0, 0.0
+    folder = folders[-1]
+    saved = load_file(folder / "trainable.safetensors", device=str(device))
+    if set(saved) != set(trainable):
+        raise UserError(f"checkpoint {folder} does not match this recipe's parameters; delete it to restart")
+    with torch.no_grad():
+        for name, p in trainable.items():
+            p.copy_(saved[name])
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
+    state = torch.load(folder / "state.pt", weights_only=True)
+    generator.set_state(state["rng_loop"])
+    torch.set_rng_state(state["rng_torch"])
+    if "rng_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    log.info("resuming %s from step %d", out, state["step"])
+    return int(state["step"]), float(state["seconds"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# The artifact
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def base_fingerprint(source: str) -> str:
+    """sha256 over a local pipeline folder's model files (content, not names); a hub id → itself."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return source
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and p.relative_to(folder).parts[0] not in ("safety_checker", "feature_extractor"))
+    key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if key not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        for p in files:
+            h.update(f"{p.relative_to(folder).as_posix()}\0{manifest.sha256_file(p)}\n".encode())
+        _FINGERPRINTS[key] = h.hexdigest()
+    return _FINGERPRINTS[key]
+
+
+def _finish(job: TrainJob, hooks: Hooks, pipe, token: str, seconds: float) -> TrainResult:
+    from workbench.backbones.registry import resolve_backbone
+
+    out = job.out_dir.resolve()
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".artifact-"))
+    try:
+        files = hooks.save(pipe, tmp) if hooks.save else {}
+        weights = sorted(p for p in tmp.rglob("*") if p.is_file())
+        h = hashlib.sha256()
+        for p in weights:
+            h.update(f"{p.relative_to(tmp).as_posix()}\0{manifest.sha256_file(p)}\n".encode())
+        losses = [r["loss"] for r in _read_log(out / LOSS_LOG)]
+        source = resolve_backbone(job.base)
+        done = {
+            "format": FORMAT_VERSION,
+            "recipe": hooks.recipe,
+            "params": hooks.params.model_dump(mode="json"),
+            "steps": hooks.steps,
+            "seconds": round(seconds, 3),
+            "final_loss": float(np.mean(losses[-10:])) if losses else None,
+            "base": job.base,
+            "base_source": source,
+            "base_sha256": base_fingerprint(source),
+            "identifier": token,
+            "class_noun": job.class_noun,
+            "instance_prompt": job.instance_prompt.format(identifier=token, class_noun=job.class_noun),
+            "subject_id": job.subject_id,
+            "seed": job.seed,
+            "resolution": job.resolution,
+            "files": files,
+            "param_hash": h.hexdigest(),
+            "created": time.time(),
+        }
+        (tmp / DONE).write_text(json.dumps(done, indent=1), encoding="utf-8")
+        os.replace(tmp, out / ARTIFACT)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    final = out / ARTIFACT
+    for f in sorted(p for p in final.rglob("*") if p.is_file()):
+        manifest.register(job.subject_id, "record" if f.name == DONE else "weights", f)
+    if (out / LOSS_LOG).exists():
+        manifest.register(job.subject_id, "record", out / LOSS_LOG)
+    shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+    log.info("%s: %d steps in %.1f s → %s", hooks.recipe, hooks.steps, seconds, final)
+    return TrainResult.from_folder(final)

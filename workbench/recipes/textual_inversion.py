@@ -1,0 +1,90 @@
+"""``textual_inversion``: learn one new word embedding for the subject (Gal et al. 2022, "An Image is
+Worth One Word"). A placeholder token (default ``<sks>``) is added to the tokenizer, its embedding row
+initialised from the class word's, and only that row trains: v* = argmin_v E‖ε - ε_θ(z_t, t, c(v))‖².
+
+The other rows' gradients are masked to zero and their weight decay is off, so AdamW leaves them
+bit-for-bit unchanged. Saved as ``learned_embeds.safetensors`` = {token: (1, D) tensor}, the format
+``pipe.load_textual_inversion(folder)`` reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+
+from workbench.errors import UserError
+from workbench.recipes.registry import TrainingParams, register_recipe
+
+EMBEDS_FILE = "learned_embeds.safetensors"
+
+
+class Params(TrainingParams):
+    steps: Annotated[int, Field(ge=1)] = 300  # optimiser steps
+    lr: Annotated[float, Field(gt=0)] = 5e-3  # AdamW learning rate of the new embedding row
+    batch_size: Annotated[int, Field(ge=1)] = 4  # images per step
+    placeholder: str | None = None  # the new token; None: "<identifier>", e.g. "<sks>"
+    initializer: str | None = None  # one-token word its embedding starts from; None: the class noun
+
+
+def placeholder_token(params, job) -> str:
+    return params.placeholder or f"<{job.identifier.lower()}>"
+
+
+def add_token(pipe, token: str, initializer: str):
+    """Add ``token`` to the tokenizer and text encoder, initialised from ``initializer``.
+
+    Returns (embedding weight, token id); the weight is made trainable with every other row's
+    gradient masked to zero.
+    """
+    import torch
+
+    tok, te = pipe.tokenizer, pipe.text_encoder
+    init_ids = tok.encode(initializer, add_special_tokens=False)
+    if len(init_ids) != 1:
+        raise UserError(f"initializer {initializer!r} is {len(init_ids)} tokens for this tokenizer; "
+                        "pick a word that is a single token (e.g. 'person')")
+    if tok.add_tokens(token) != 1:
+        raise UserError(f"placeholder {token!r} is already in the tokenizer's vocabulary; pick a new one")
+    token_id = tok.convert_tokens_to_ids(token)
+    te.resize_token_embeddings(len(tok), mean_resizing=False)
+    weight = te.get_input_embeddings().weight
+    with torch.no_grad():
+        weight[token_id] = weight[init_ids[0]]
+    keep = torch.zeros(weight.shape[0], 1, device=weight.device)
+    keep[token_id] = 1.0
+    weight.requires_grad_(True)
+    weight.register_hook(lambda grad: grad * keep)  # only the new row learns
+    return weight, token_id
+
+
+def save_embeds(pipe, folder: Path, token: str) -> dict[str, str]:
+    from safetensors.torch import save_file
+
+    token_id = pipe.tokenizer.convert_tokens_to_ids(token)
+    row = pipe.text_encoder.get_input_embeddings().weight[token_id]
+    save_file({token: row.detach().float().cpu().unsqueeze(0).contiguous()}, folder / EMBEDS_FILE)
+    return {"embeddings": EMBEDS_FILE}
+
+
+def hooks(params: Params, job):
+    from workbench.recipes import engine
+
+    token = placeholder_token(params, job)
+
+    def prepare(pipe, job):
+        weight, _ = add_token(pipe, token, params.initializer or job.class_noun)
+        return engine.Setup(param_groups=[{"params": [weight], "lr": params.lr, "weight_decay": 0.0}],
+                            text_trainable=True)
+
+    return engine.Hooks(recipe="textual_inversion", params=params, steps=params.steps,
+                        batch_size=params.batch_size, max_grad_norm=params.max_grad_norm, token=token,
+                        prepare=prepare, save=lambda pipe, folder: save_embeds(pipe, folder, token))
+
+
+@register_recipe("textual_inversion", Params, "a new token embedding for the subject; the model is frozen")
+def train(job, params: Params, **loop):
+    from workbench.recipes import engine
+
+    return engine.run(job, hooks(params, job), **loop)
