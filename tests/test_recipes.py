@@ -192,6 +192,18 @@ def test_dreambooth_folder_loads_and_class_images_are_reused(base, crops, tmp_pa
     assert [a for a in manifest.read(SUBJECT) if a.kind == "class_image"] == class_images
 
 
+def test_dreambooth_with_the_text_encoder_saves_both(base, crops, tmp_path, home):
+    from diffusers import StableDiffusionPipeline
+
+    result = train("dreambooth", base, crops, tmp_path / "run", train_text_encoder=True, prior_preservation=False)
+    pipe = StableDiffusionPipeline.from_pretrained(result.artifact_dir)
+    plain = StableDiffusionPipeline.from_pretrained(base)
+    weight = "text_model.encoder.layers.0.self_attn.q_proj.weight"
+    trained, original = pipe.text_encoder.state_dict(), plain.text_encoder.state_dict()
+    key = weight if weight in trained else weight.removeprefix("text_model.")
+    assert not torch.equal(trained[key], original[key])
+
+
 def test_pivotal_loads_token_and_lora(base, crops, tmp_path, home):
     from diffusers import StableDiffusionPipeline
 
@@ -203,7 +215,7 @@ def test_pivotal_loads_token_and_lora(base, crops, tmp_path, home):
     assert any("lora" in n for n, _ in pipe.unet.named_parameters())
 
 
-@pytest.mark.parametrize("name", ["lora", "pivotal"])
+@pytest.mark.parametrize("name", ["lora", "textual_inversion", "pivotal", "dreambooth"])
 def test_a_stopped_run_resumes_and_matches_an_uninterrupted_one(name, base, crops, tmp_path, home):
     straight = train(name, base, crops, tmp_path / "straight", steps=4)
     with pytest.raises(engine.Stopped):

@@ -12,6 +12,7 @@ alignment). Stages, each resumable from ``OUT/state``:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -46,6 +47,7 @@ class PretrainConfig:
     device: str = "cpu"            # cpu | cuda
     max_minutes: float = 0.0       # stop (and save) after this wall time; 0 = no limit
     save_every: int = 250          # checkpoint interval in steps
+    eval_samples: int = 64         # samples for the quality gate (FDFR, diversity)
 
 
 def prepare_crops(data: Path, resolution: int, cache: Path | None = None) -> np.ndarray:
@@ -92,13 +94,22 @@ def _to_tensor(batch: np.ndarray):
     return x.contiguous()
 
 
+@contextlib.contextmanager
 def _autocast(device: str):
+    """bf16 autocast where native; on CPU also the plain attention kernel (PyTorch's CPU flash
+    attention is slow in bf16 backward, see :mod:`workbench.recipes.engine`)."""
     import torch
 
     from workbench.device import autocast_dtype
 
     dtype = autocast_dtype(device)
-    return torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None))
+        if device == "cpu" and dtype is not None:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        yield
 
 
 def train_vae(vae, crops: np.ndarray, cfg: PretrainConfig, rng: np.random.Generator) -> list[float]:
@@ -239,12 +250,17 @@ def pretrain(cfg: PretrainConfig) -> dict:
         pipe.vae.save_pretrained(vae_file)
         (state / "vae_losses.json").write_text(json.dumps(vae_losses))
     pipe.vae.to(cfg.device).eval()
-    latents = encode_latents(pipe.vae, crops, cfg.device)
+    latent_file = state / "latents.pt"
+    if latent_file.exists():
+        latents = torch.load(latent_file)
+    else:
+        latents = encode_latents(pipe.vae, crops, cfg.device)
+        torch.save(latents, latent_file)
     pipe.vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
     summary = train_unet(pipe, latents, cfg, state, deadline)
     pipe.to("cpu")
     pipe.save_pretrained(out, safe_serialization=True)
-    quality = evaluate_quality(pipe, crops, n=64, seed=cfg.seed)
+    quality = evaluate_quality(pipe, crops, n=cfg.eval_samples, seed=cfg.seed)
     summary.update(
         config=asdict(cfg), n_photos=len(crops), vae_final_loss=float(np.mean(vae_losses[-100:])),
         minutes=(time.time() - t0) / 60, torch=torch.__version__, quality=quality,

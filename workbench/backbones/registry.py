@@ -64,7 +64,7 @@ def load_backbone(name: str, device: str = "cpu", dtype=None):
     source = resolve_backbone(name)
     dtype = dtype or torch.float32
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    kwargs = dict(torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    kwargs = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
     try:
         pipe = DiffusionPipeline.from_pretrained(source, local_files_only=offline, **kwargs)
     except (OSError, ValueError) as exc:

@@ -22,6 +22,7 @@ Every file written is registered in the subject's manifest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -88,7 +89,6 @@ class Setup:
 
     param_groups: list[dict]  # AdamW groups: {"params": [...], "lr": ..., optional "weight_decay"}
     text_trainable: bool = False  # text embeddings depend on trained weights: recompute every step
-    after_step: Callable[[], None] | None = None  # runs after each optimiser step
     extra_loss: Callable[[Step], torch.Tensor] | None = None  # added to the instance loss
 
 
@@ -114,7 +114,7 @@ class TrainResult:
     steps: int
     seconds: float  # training time over all sessions (excludes loading and saving)
     final_loss: float | None  # mean instance loss over the last ≤10 steps
-    param_hash: str  # sha256 over the artifact's weight files
+    param_hash: str  # sha256 over the artifact's tensors (see param_hash)
 
     @classmethod
     def from_folder(cls, folder: Path) -> TrainResult:
@@ -189,7 +189,16 @@ class Step:
         self._text_cache: dict[str, torch.Tensor] = {}
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
+        """bf16 autocast; on CPUs also the plain ("math") attention kernel: PyTorch's CPU flash
+        attention backward is several times slower in bf16 than in fp32 (measured: 190 ms of a
+        250 ms tiny-face step), while the math kernel runs bf16 at full speed."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None))
+        if self.amp is not None and self.device.type == "cpu":
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        return stack
 
     def text(self, prompt: str) -> torch.Tensor:
         """Text-encoder hidden states (1, T, D): cached while nothing on the text side trains."""
@@ -260,14 +269,17 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None) -> TrainR
         module.eval()
     instance = encode_images(pipe, job.train_images, job.resolution)
     setup = hooks.prepare(pipe, job)
-    trainable = {name: p for name, p in _named_trainable(pipe)}
+    trainable = dict(_named_trainable(pipe))
     if not trainable:
         raise RuntimeError(f"recipe {hooks.recipe} made no parameter trainable")
     pipe.unet.train(any(n.startswith("unet.") for n in trainable))
     pipe.text_encoder.train(any(n.startswith("text_encoder.") for n in trainable))
+    restore = _cast_frozen(pipe.unet, amp)
     if job.compile:
         pipe.unet.compile()
-    optimizer = torch.optim.AdamW(setup.param_groups, weight_decay=1e-2)
+    # fused AdamW: one kernel for all parameters (4x faster than the default on a full tiny UNet)
+    optimizer = torch.optim.AdamW(setup.param_groups, weight_decay=1e-2,
+                                  fused=torch.device(device).type in ("cpu", "cuda"))
     generator = torch.Generator().manual_seed(job.seed)
     step = Step(pipe, hooks.batch_size, generator, amp, setup.text_trainable)
     prompt = job.instance_prompt.format(identifier=token, class_noun=job.class_noun)
@@ -275,7 +287,7 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None) -> TrainR
     start, seconds = _resume(out, trainable, optimizer, generator, device)
     loss_log = out / LOSS_LOG
     _truncate_log(loss_log, job.subject_id, start)
-    params = [p for p in trainable.values()]
+    params = list(trainable.values())
     bar = tqdm(range(start, hooks.steps), initial=start, total=hooks.steps, desc=hooks.recipe,
                unit="step", mininterval=1.0)
     for i in bar:
@@ -287,8 +299,6 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None) -> TrainR
         torch.nn.utils.clip_grad_norm_(params, hooks.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if setup.after_step:
-            setup.after_step()
         row = {"step": i + 1, "loss": loss.item()}
         if extra is not None:
             row["extra_loss"] = extra.item()
@@ -305,6 +315,7 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None) -> TrainR
             manifest.register(job.subject_id, "record", loss_log)
             raise Stopped(f"stopped after step {done} of {hooks.steps}")
     bar.close()
+    restore()
     pipe.unet.eval()
     pipe.text_encoder.eval()
     return _finish(job, hooks, pipe, token, seconds)
@@ -315,6 +326,26 @@ def _named_trainable(pipe):
         for name, p in module.named_parameters():
             if p.requires_grad:
                 yield f"{prefix}.{name}", p
+
+
+def _cast_frozen(unet, amp) -> Callable[[], None]:
+    """Under autocast, keep the UNet's frozen weights in the autocast dtype (as the diffusers
+    examples do with ``weight_dtype``): no per-step casts, half the memory. Trained weights stay
+    fp32. Returns a function that puts the original fp32 tensors back (before anything is saved)."""
+    if amp is None:
+        return lambda: None
+    originals = {}
+    for name, p in unet.named_parameters():
+        if not p.requires_grad and p.dtype == torch.float32:
+            originals[name] = p.data if p.device.type == "cpu" else p.data.to("cpu")
+            p.data = p.data.to(amp)
+
+    def restore():
+        for name, p in unet.named_parameters():
+            if name in originals:
+                p.data = originals[name].to(p.device)
+
+    return restore
 
 
 def _job_record(job: TrainJob, hooks: Hooks) -> dict:
@@ -390,7 +421,8 @@ def _save_checkpoint(out, subject_id, trainable, optimizer, generator, step, sec
     root = out / CHECKPOINT
     root.mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
-    save_file({k: v.detach().contiguous() for k, v in trainable.items()}, tmp / "trainable.safetensors")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in trainable.items()}
+    save_file(tensors, tmp / "trainable.safetensors")
     buf = io.BytesIO()
     torch.save(optimizer.state_dict(), buf)
     (tmp / "optimizer.pt").write_bytes(buf.getvalue())
@@ -455,6 +487,22 @@ def base_fingerprint(source: str) -> str:
     return _FINGERPRINTS[key]
 
 
+def param_hash(folder: Path) -> str:
+    """sha256 over every tensor in the folder's safetensors files (path, name, dtype, shape, bytes).
+
+    Hashes parameters, not file bytes: diffusers' LoRA files carry metadata whose key order varies."""
+    from safetensors import safe_open
+
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*.safetensors")):
+        with safe_open(path, framework="pt") as fh:
+            for name in sorted(fh.keys()):
+                t = fh.get_tensor(name).contiguous()
+                h.update(f"{path.relative_to(folder).as_posix()}\0{name}\0{t.dtype}\0{tuple(t.shape)}\n".encode())
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def _finish(job: TrainJob, hooks: Hooks, pipe, token: str, seconds: float) -> TrainResult:
     from workbench.backbones.registry import resolve_backbone
 
@@ -462,10 +510,6 @@ def _finish(job: TrainJob, hooks: Hooks, pipe, token: str, seconds: float) -> Tr
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=".artifact-"))
     try:
         files = hooks.save(pipe, tmp) if hooks.save else {}
-        weights = sorted(p for p in tmp.rglob("*") if p.is_file())
-        h = hashlib.sha256()
-        for p in weights:
-            h.update(f"{p.relative_to(tmp).as_posix()}\0{manifest.sha256_file(p)}\n".encode())
         losses = [r["loss"] for r in _read_log(out / LOSS_LOG)]
         source = resolve_backbone(job.base)
         done = {
@@ -485,7 +529,7 @@ def _finish(job: TrainJob, hooks: Hooks, pipe, token: str, seconds: float) -> Tr
             "seed": job.seed,
             "resolution": job.resolution,
             "files": files,
-            "param_hash": h.hexdigest(),
+            "param_hash": param_hash(tmp),
             "created": time.time(),
         }
         (tmp / DONE).write_text(json.dumps(done, indent=1), encoding="utf-8")

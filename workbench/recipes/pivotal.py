@@ -12,6 +12,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from workbench.recipes.lora import UNET_TARGETS
 from workbench.recipes.registry import TrainingParams, register_recipe
 
 
@@ -22,7 +23,7 @@ class Params(TrainingParams):
     batch_size: Annotated[int, Field(ge=1)] = 4  # images per step
     rank: Annotated[int, Field(ge=1)] = 4  # LoRA rank r
     alpha: Annotated[float | None, Field(gt=0)] = None  # LoRA alpha; None: alpha = r
-    target_modules: Annotated[list[str], Field(min_length=1)] = ["to_k", "to_q", "to_v", "to_out.0"]  # UNet
+    target_modules: Annotated[list[str], Field(min_length=1)] = list(UNET_TARGETS)  # UNet layers to adapt
     placeholder: str | None = None  # the new token; None: "<identifier>", e.g. "<sks>"
     initializer: str | None = None  # one-token word its embedding starts from; None: the class noun
 
