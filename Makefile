@@ -29,11 +29,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $@
 
-# TODO(run command): replace the intake line with
-#   $(BIN)/workbench run experiments/quickstart.yaml
-# once `workbench run` exists; until then the demo runs the stages that exist.
+# The main job: the quickstart comparison on a demo subject, with the embedded tiny-face backbone.
 demo: .venv
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/workbench intake --demo Colin_Powell --subject demo-colin --json
+	OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False DO_NOT_TRACK=1 \
+	$(BIN)/workbench run experiments/quickstart.yaml
 
 test: .venv
 	$(BIN)/ruff check .

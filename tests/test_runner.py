@@ -1,0 +1,102 @@
+"""`workbench run`: intake → recipes → generation on a real (random-weights) tiny pipeline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workbench.backbones.tiny_face import build_pipeline
+from workbench.generate import read_records
+from workbench.lifecycle import manifest
+from workbench.runner import run_experiment
+from workbench.spec import parse_spec
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("base") / "tiny"
+    build_pipeline(folder, seed=0)
+    return folder
+
+
+def _spec(base: Path, **over) -> dict:
+    spec = {
+        "version": 1, "name": "smoke", "subject": {"demo": "Naomi_Watts"}, "backbone": str(base),
+        "device": "cpu",
+        "recipes": [
+            {"name": "none"},
+            {"name": "lora", "params": {"steps": 2}},
+            {"name": "textual_inversion", "params": {"steps": 2}},
+        ],
+        "prompts": {"with_identifier": ["a photo of {identifier} {class_noun}"],
+                    "without_identifier": ["a photo of a {class_noun}"]},
+        "images_per_prompt": 1, "sampling": {"steps": 2, "batch_size": 4},
+        "tracking": {"wandb": "off"},
+    }
+    spec.update(over)
+    return spec
+
+
+def test_run_trains_every_recipe_and_writes_generations_with_records(base, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    spec = parse_spec(_spec(base))
+    outcome = run_experiment(spec, tmp_path / "run")
+    assert outcome.ok, outcome.status
+    assert set(outcome.status) == {"none/seed0", "lora/seed0", "textual_inversion/seed0"}
+    for label in ("none", "lora", "textual_inversion"):
+        records = read_records(tmp_path / "run" / "generations" / label / "seed0")
+        assert {r.group for r in records} == {"identifier", "no_identifier"}
+        for r in records:
+            assert r.recipe == label and r.steps == 2 and len(r.sha256) == 64
+            assert (tmp_path / "run" / "generations" / label / "seed0" / r.file).exists()
+    # textual inversion prompts use its own placeholder token
+    ti = read_records(tmp_path / "run" / "generations" / "textual_inversion" / "seed0")
+    assert any("<sks>" in r.prompt for r in ti)
+    resolved = json.loads((tmp_path / "run" / "spec.json").read_text())
+    assert resolved["recipes"][1]["params"]["steps"] == 2
+    # every file in the run folder is registered for erasure
+    registered = {a.path for a in manifest.read(outcome.subject_id)}
+    home = tmp_path / "home"
+    for f in (tmp_path / "run").rglob("*"):
+        if f.is_file():
+            rel = str(f.resolve().relative_to(home)) if f.resolve().is_relative_to(home) else str(f.resolve())
+            assert rel in registered, f
+
+    # a rerun reuses models and images: nothing is retrained or regenerated
+    before = {f: f.stat().st_mtime_ns for f in (tmp_path / "run" / "generations").rglob("*.png")}
+    again = run_experiment(spec, tmp_path / "run")
+    assert again.ok
+    assert {f: f.stat().st_mtime_ns for f in (tmp_path / "run" / "generations").rglob("*.png")} == before
+
+
+def test_failed_recipe_is_recorded_and_the_others_go_on(base, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    spec = parse_spec(_spec(base, recipes=[
+        {"name": "none"}, {"name": "lora", "params": {"steps": 2}},
+    ]))
+    # a corrupted LoRA job folder (a different job already lives there) makes that recipe fail
+    from workbench.runner import model_key, prepare_subject
+    subject, _ = prepare_subject(spec, 64)
+    key = model_key(spec, spec.recipes[1], subject, 0)
+    bad = tmp_path / "home" / "subjects" / subject.id / "models" / f"lora-{key}"
+    bad.mkdir(parents=True)
+    (bad / "job.json").write_text(json.dumps({"recipe": "dreambooth", "params": {}}))
+    outcome = run_experiment(spec, tmp_path / "run")
+    assert outcome.status["none/seed0"]["ok"]
+    assert not outcome.status["lora/seed0"]["ok"] and outcome.status["lora/seed0"]["error"]
+    assert (tmp_path / "run" / "errors.log").exists()
+
+
+def test_bad_spec_fails_before_work_naming_the_field(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("version: 1\nname: x\nsubject: {demo: Naomi_Watts}\nrecipes:\n"
+                    "  - name: none\n  - name: lora\n    params: {rank: eight}\n")
+    res = subprocess.run([sys.executable, "-m", "workbench.cli", "run", str(spec)], capture_output=True,
+                         text=True, env={"WORKBENCH_HOME": str(tmp_path / "home"), "PATH": "/usr/bin"})
+    assert res.returncode == 2
+    assert "recipes[1].params.rank" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "home" / "subjects").exists()  # nothing was started
