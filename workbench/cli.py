@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "workbench.recipes.commands",     # train, recipes
     "workbench.generate",             # generate
     "workbench.metrics.commands",     # verify-encoder, audit
+    "workbench.metrics.mia_commands", # mia
     "workbench.runner",               # run
 )
 
