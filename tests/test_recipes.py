@@ -17,6 +17,7 @@ from PIL import Image  # noqa: E402
 
 from workbench.errors import UserError  # noqa: E402
 from workbench.lifecycle import manifest  # noqa: E402
+from workbench.lifecycle.stores import is_bookkeeping  # noqa: E402
 from workbench.recipes import engine, registry  # noqa: E402
 from workbench.recipes.artifacts import load_personalised, read_done  # noqa: E402
 
@@ -91,7 +92,7 @@ def unregistered_files(*roots: Path) -> list[Path]:
     known = {Path(a.path) if Path(a.path).is_absolute() else Path(os.environ["WORKBENCH_HOME"]) / a.path
              for a in manifest.read(SUBJECT)}
     files = [p.resolve() for root in roots for p in root.rglob("*") if p.is_file()]
-    return [p for p in files if p not in known and p.name != "manifest.jsonl"]
+    return [p for p in files if p not in known and not is_bookkeeping(p)]  # audit log, manifest, ...
 
 
 @pytest.mark.parametrize("name", sorted(FAST))

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "workbench.metrics.commands",     # verify-encoder, audit
     "workbench.metrics.mia_commands", # mia
     "workbench.runner",               # run
+    "workbench.lifecycle.commands",   # purge, erase, verify-erasure, audit-log, export, import, retention
 )
 
 
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     try:
+        from workbench.lifecycle import startup
+
+        startup()  # finish any erasure a crash interrupted, before anything else
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from workbench import paths
 from workbench.lifecycle import manifest
+from workbench.lifecycle.policy import set_retention
 from workbench.spec import RecipeEntry, Spec, load_spec
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ def run_experiment(spec: Spec, out: Path | None = None, progress=None) -> RunOut
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(spec.device)
     progress("intake", 0.0)
+    set_retention(spec.subject.id, spec.retention)  # every artifact's deadline follows the spec
     subject, report = prepare_subject(spec, backbone_resolution(spec))
     outcome = RunOutcome(run_dir, subject.id)
     _write_json(subject.id, run_dir / "spec.json", spec.resolved())

@@ -1,8 +1,18 @@
 """The per-subject manifest: every artifact derived from a subject is registered when written.
 
 One JSON line per artifact in ``<subject_dir>/manifest.jsonl``: kind, path (relative to the data root
-when inside it), sha256, size, created. Writers go through :func:`write_bytes` / :func:`register`, so
-the erasure code (lifecycle issue) can find every copy by path and by hash.
+when inside it), sha256, size, created, expires (created + the kind's days under the subject's retention
+policy, :mod:`.policy`). Writers go through :func:`write_bytes` / :func:`register` (or
+:func:`register_external` for files in the W&B and app-temp stores), so retention and erasure find every
+artifact by path and every copy by hash. Each register call also appends one audit-log line.
+
+The file is append-only. Besides artifact lines it holds lines with a ``type``:
+
+- ``{"type": "tombstone", path, sha256, size, kind, deleted, reason}``: a purge deleted the file; the
+  hash stays listed, so verification still finds copies of it;
+- ``{"type": "folder", path, kind, created}``: a registered folder (e.g. a W&B run), deleted whole.
+
+:func:`read` returns the artifact lines (history, as written); :func:`live` the current ones.
 """
 
 from __future__ import annotations
@@ -26,10 +36,11 @@ KINDS = (
 @dataclass(frozen=True)
 class Artifact:
     kind: str
-    path: str
+    path: str  # relative to the data root when inside it, else absolute
     sha256: str
     size: int
-    created: float
+    created: float  # epoch seconds
+    expires: float | None = None  # epoch seconds; None only on lines written before retention existed
 
 
 def sha256_file(path: Path) -> str:
@@ -59,6 +70,12 @@ def manifest_path(subject_id: str) -> Path:
     return paths.subject_dir(subject_id) / "manifest.jsonl"
 
 
+def resolve(rel: str) -> Path:
+    """A manifest ``path`` → an absolute path."""
+    path = Path(rel)
+    return path if path.is_absolute() else paths.home() / path
+
+
 def _rel(path: Path) -> str:
     path = Path(path).resolve()
     try:
@@ -67,20 +84,69 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def register(subject_id: str, kind: str, path: Path) -> Artifact:
-    """Record an artifact that has just been written (files) or every file under it (folders)."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown artifact kind {kind!r}; expected one of {', '.join(KINDS)}")
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+def check_not_erasing(subject_id: str) -> None:
+    """UserError while an erasure of the subject is pending: nothing may be added to it then."""
+    from workbench.errors import UserError
+
+    if (paths.home() / "erasure-journal" / f"{paths.check_subject_id(subject_id)}.json").exists():
+        raise UserError(f"subject {subject_id!r} is being erased; nothing can be added to it until the erasure "
+                        "completes (any workbench command completes it first)")
+
+
+def _append(subject_id: str, lines: list[dict]) -> None:
     mpath = manifest_path(subject_id)
     mpath.parent.mkdir(parents=True, exist_ok=True)
-    last = None
     with open(mpath, "a", encoding="utf-8") as fh:
-        for f in files:
-            last = Artifact(kind, _rel(f), sha256_file(f), f.stat().st_size, time.time())
-            fh.write(json.dumps(asdict(last), sort_keys=True) + "\n")
+        fh.write("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
+
+
+def register(subject_id: str, kind: str, path: Path) -> Artifact:
+    """Record an artifact that has just been written (files) or every file under it (folders)."""
+    from workbench.lifecycle import audit_log, policy
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown artifact kind {kind!r}; expected one of {', '.join(KINDS)}")
+    check_not_erasing(subject_id)
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    rules = policy.load_policy(subject_id)
+    arts = []
+    for f in files:
+        now = time.time()
+        arts.append(Artifact(kind, _rel(f), sha256_file(f), f.stat().st_size, now, policy.deadline(rules, kind, now)))
+    _append(subject_id, [asdict(a) for a in arts])
+    last = arts[-1] if arts else None
+    audit_log.append("register", subject_id, sha256=last.sha256 if len(arts) == 1 else None, count=len(arts),
+                     kind=kind)
     return last
+
+
+def register_external(subject_id: str, kind: str, path: Path) -> Artifact | None:
+    """Register a file or folder written outside the data root, in the W&B or app-temp store.
+
+    A folder is also recorded as a whole (a ``folder`` line), so erasure and retention delete files
+    added to it later too (W&B keeps appending to an offline run). ``path`` must lie inside a store
+    (:func:`workbench.lifecycle.stores.stores`) and not be a store's root.
+    """
+    from workbench.lifecycle import stores
+
+    path = Path(path).resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; register files after writing them")
+    if stores.store_of(path) is None or stores.is_protected(path):
+        names = ", ".join(f"{k}={v}" for k, v in stores.stores().items())
+        raise ValueError(f"{path} is not inside a store ({names}); write it there, or set WANDB_DIR / "
+                         "GRADIO_TEMP_DIR so that it is")
+    if path.is_dir():
+        check_not_erasing(subject_id)
+        _append(subject_id, [{"type": "folder", "kind": kind, "path": _rel(path), "created": time.time()}])
+    return register(subject_id, kind, path)
+
+
+def tombstone(subject_id: str, art: Artifact, reason: str, sha256: str | None = None, size: int | None = None) -> None:
+    """Record that ``art``'s file was deleted (by a purge); the hash stays in the manifest."""
+    _append(subject_id, [{"type": "tombstone", "kind": art.kind, "path": art.path, "sha256": sha256 or art.sha256,
+                          "size": art.size if size is None else size, "deleted": time.time(), "reason": reason}])
 
 
 def write_bytes(subject_id: str, kind: str, path: Path, data: bytes) -> Artifact:
@@ -89,8 +155,45 @@ def write_bytes(subject_id: str, kind: str, path: Path, data: bytes) -> Artifact
     return register(subject_id, kind, path)
 
 
-def read(subject_id: str) -> list[Artifact]:
+def read_lines(subject_id: str) -> list[dict]:
+    """Every line of the manifest, parsed; a line cut short by a crash is skipped."""
     mpath = manifest_path(subject_id)
     if not mpath.exists():
         return []
-    return [Artifact(**json.loads(line)) for line in mpath.read_text().splitlines() if line.strip()]
+    out = []
+    for line in mpath.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def read(subject_id: str) -> list[Artifact]:
+    """Every artifact line, in the order written (files later deleted or rewritten included)."""
+    return [Artifact(**line) for line in read_lines(subject_id) if "type" not in line]
+
+
+def tombstones(subject_id: str) -> list[dict]:
+    return [line for line in read_lines(subject_id) if line.get("type") == "tombstone"]
+
+
+def folders(subject_id: str) -> list[dict]:
+    return [line for line in read_lines(subject_id) if line.get("type") == "folder"]
+
+
+def live(subject_id: str) -> list[Artifact]:
+    """The current artifacts: the last registration of each path not deleted since, with ``expires``
+    recomputed under the subject's retention policy in force now."""
+    from workbench.lifecycle import policy
+
+    rules = policy.load_policy(subject_id)
+    current: dict[str, Artifact] = {}
+    for line in read_lines(subject_id):
+        kind = line.get("type")
+        if kind is None:
+            current.pop(line["path"], None)  # keep insertion order = order of last registration
+            current[line["path"]] = Artifact(**line)
+        elif kind == "tombstone":
+            current.pop(line["path"], None)
+    return [Artifact(**(asdict(a) | {"expires": policy.deadline(rules, a.kind, a.created)})) for a in current.values()]
