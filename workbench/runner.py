@@ -1,4 +1,4 @@
-"""``workbench run SPEC.yaml``: intake → recipes → generation, one run folder per spec.
+"""``workbench run SPEC.yaml``: intake → recipes → generation → metrics → report, one run folder per spec.
 
 Stages are plain functions over plain data, each cached by content so a rerun (or a crashed run)
 resumes where it stopped: intake is idempotent (photos stored by hash), each recipe's model lives in
@@ -10,7 +10,11 @@ Run folder::
 
     spec.json                 the resolved spec (every default filled in)
     run.json                  status per recipe and seed, timings, software versions
+    results.json              per recipe row: every metric as {value, ci_low, ci_high, n}, ROC curves,
+                              the closest generations; the run's metadata (workbench/report/schema.py)
+    report.html               the self-contained privacy-risk report
     generations/<label>/seed<k>/   images + records.jsonl (recipe, prompt, group, seed, steps, sha256)
+                              + metrics.json (that row's measurements, cached by content)
     errors.log                tracebacks of failed recipes (the user sees one line each)
 """
 
@@ -113,12 +117,10 @@ def train_recipe(spec: Spec, entry: RecipeEntry, subject, seed: int, device: str
     return get_recipe(entry.name).train(job, entry.typed_params())
 
 
-def generate_for(spec: Spec, entry: RecipeEntry, result, subject, seed: int, device: str, out: Path):
+def generate_for(spec: Spec, entry: RecipeEntry, pipe, result, subject, seed: int, out: Path):
     """Sample the prompt suite from the personalised model, with the recipe's own identifier."""
     from workbench.generate import generate
-    from workbench.recipes.artifacts import load_personalised
 
-    pipe = load_personalised(spec.backbone, result.artifact_dir, device)
     prompts = [
         (item.template.format(identifier=result.identifier, class_noun=spec.prompts.class_noun),
          item.group, item.index)
@@ -128,8 +130,39 @@ def generate_for(spec: Spec, entry: RecipeEntry, result, subject, seed: int, dev
                     spec.sampling.guidance_scale, spec.sampling.batch_size, out, subject.id, entry.label)
 
 
+def measure_for(spec: Spec, pipe, result, records, gen_dir: Path, run_dir: Path, ref, seed: int, subject_id: str):
+    """Every metric of one row, cached in ``gen_dir/metrics.json`` by the content it was computed from."""
+    from workbench.measure import measure_row, measurement_key
+
+    prompt = INSTANCE_PROMPT.format(identifier=result.identifier, class_noun=spec.prompts.class_noun)
+    key = measurement_key(records, str(result.artifact_dir), spec.metrics.model_dump(mode="json"), prompt)
+    cache = gen_dir / "metrics.json"
+    if cache.exists():
+        cached = json.loads(cache.read_text())
+        if cached.get("key") == key:
+            return cached["row"]
+    row = measure_row(pipe, records, gen_dir, run_dir, ref, spec.metrics.encoders, spec.metrics.mia_attacks,
+                      prompt, seed)
+    _write_json(subject_id, cache, {"key": key, "row": row})
+    return row
+
+
+INSTANCE_PROMPT = "a photo of {identifier} {class_noun}"  # the engine's training caption (TrainJob default)
+
+
 def _write_json(subject_id: str, path: Path, data: dict) -> None:
-    manifest.write_bytes(subject_id, "record", path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+    text = json.dumps(data, indent=1, sort_keys=True, default=_jsonable) + "\n"
+    manifest.write_bytes(subject_id, "record", path, text.encode())
+
+
+def _jsonable(x):
+    import numpy as np
+
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
 def run_experiment(spec: Spec, out: Path | None = None, progress=None) -> RunOutcome:
@@ -137,6 +170,8 @@ def run_experiment(spec: Spec, out: Path | None = None, progress=None) -> RunOut
     import torch
 
     from workbench.device import resolve_device
+    from workbench.measure import Reference
+    from workbench.recipes.artifacts import load_personalised
 
     progress = progress or (lambda stage, frac: None)
     run_dir = Path(out) if out else default_run_dir(spec)
@@ -147,34 +182,83 @@ def run_experiment(spec: Spec, out: Path | None = None, progress=None) -> RunOut
     subject, report = prepare_subject(spec, backbone_resolution(spec))
     outcome = RunOutcome(run_dir, subject.id)
     _write_json(subject.id, run_dir / "spec.json", spec.resolved())
+    progress("embedding the subject's photos", 0.02)
+    ref = Reference.load(subject, spec.metrics.encoders)
     jobs = [(entry, seed) for seed in spec.seeds for entry in spec.recipes]
     started = time.time()
+    rows = []
     for i, (entry, seed) in enumerate(jobs):
         name = f"{entry.label}/seed{seed}"
-        progress(f"{name}: training", (i + 0.1) / len(jobs))
+        progress(f"{name}: training", (i + 0.05) / len(jobs))
         t0 = time.time()
+        row = {"label": entry.label, "recipe": entry.name, "seed": seed, "params": entry.params}
         try:
             result = train_recipe(spec, entry, subject, seed, device)
-            progress(f"{name}: generating", (i + 0.6) / len(jobs))
-            records = generate_for(spec, entry, result, subject, seed, device,
-                                   run_dir / "generations" / entry.label / f"seed{seed}")
+            pipe = load_personalised(spec.backbone, result.artifact_dir, device)
+            progress(f"{name}: generating", (i + 0.4) / len(jobs))
+            gen_dir = run_dir / "generations" / entry.label / f"seed{seed}"
+            records = generate_for(spec, entry, pipe, result, subject, seed, gen_dir)
+            progress(f"{name}: measuring", (i + 0.7) / len(jobs))
+            measured = measure_for(spec, pipe, result, records, gen_dir, run_dir, ref, seed, subject.id)
+            del pipe
             outcome.status[name] = {
                 "ok": True, "recipe": entry.name, "seed": seed, "model": str(result.artifact_dir),
                 "identifier": result.identifier, "train_steps": result.steps,
                 "train_seconds": round(result.seconds, 2), "final_loss": result.final_loss,
                 "images": len(records), "seconds": round(time.time() - t0, 2),
             }
+            row |= {"status": "ok", "error": None,
+                    "train": {"steps": result.steps, "seconds": round(result.seconds, 2),
+                              "final_loss": result.final_loss}} | measured
         except Exception as exc:  # noqa: BLE001 - one failed recipe never stops the others
             log.error("%s failed: %s", name, exc)
             with open(run_dir / "errors.log", "a", encoding="utf-8") as fh:
                 fh.write(f"== {name}\n{traceback.format_exc()}\n")
-            outcome.status[name] = {"ok": False, "recipe": entry.name, "seed": seed,
-                                    "error": f"{type(exc).__name__}: {exc}"}
+            manifest.register(subject.id, "record", run_dir / "errors.log")
+            error = f"{type(exc).__name__}: {exc}"
+            outcome.status[name] = {"ok": False, "recipe": entry.name, "seed": seed, "error": error}
+            row |= {"status": "failed", "error": error, "train": None, "metrics": {}, "roc": {}, "nearest": []}
+        rows.append(row)
         _write_json(subject.id, run_dir / "run.json", _run_record(spec, outcome, report, started, device, torch))
-    if (run_dir / "errors.log").exists():
-        manifest.register(subject.id, "record", run_dir / "errors.log")
+    progress("report", 0.97)
+    _write_json(subject.id, run_dir / "results.json", _results(spec, subject, rows, device, torch))
+    publish(run_dir, spec)
     progress("done", 1.0)
     return outcome
+
+
+def publish(run_dir: Path, spec: Spec) -> None:
+    """The report (always) and the W&B mirror (as the spec's tracking says)."""
+    from workbench.report.html import write_report
+    from workbench.tracking import mirror_to_wandb
+
+    write_report(run_dir)
+    mirror_to_wandb(run_dir, spec.tracking)
+
+
+def _results(spec: Spec, subject, rows: list[dict], device: str, torch) -> dict:
+    from datetime import datetime, timezone
+
+    from workbench import __version__
+    from workbench.measure import metric_meta
+
+    rows = sorted(rows, key=lambda r: (r["recipe"] != "none", r["seed"]))  # the control first
+    spec_json = json.dumps(spec.resolved(), sort_keys=True).encode()
+    return {
+        "schema": 1,
+        "run": {"name": spec.name, "subject_id": subject.id, "backbone": spec.backbone, "device": device,
+                "seeds": list(spec.seeds), "n_train": len(subject.train), "n_holdout": len(subject.holdout),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "versions": {"workbench": __version__, "torch": torch.__version__,
+                             "python": platform.python_version()},
+                "spec_sha256": hashlib.sha256(spec_json).hexdigest()},
+        "rows": rows,
+        "meta": metric_meta(spec.metrics.encoders) | {"notes": [
+            "members = the subject's train photos, non-members = holdout photos of the same person",
+            "membership inference on latent models attacks the VAE latents (posterior mean x scaling factor)",
+            "every metric: value with a 95% percentile-bootstrap interval and its sample size n",
+        ]},
+    }
 
 
 def _run_record(spec, outcome, report, started, device, torch) -> dict:
@@ -197,7 +281,7 @@ def _cmd_run(args) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("run", help="run an experiment spec: intake, recipes, generation")
+    p = sub.add_parser("run", help="run an experiment spec: intake, recipes, generation, metrics, report")
     p.add_argument("spec", help="experiment YAML, e.g. experiments/quickstart.yaml")
     p.add_argument("--out", type=Path, default=None, help="run folder (default under $WORKBENCH_HOME/runs)")
     p.set_defaults(func=_cmd_run)

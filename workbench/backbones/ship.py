@@ -37,13 +37,16 @@ textual inversion, membership inference) runs on a laptop CPU, offline, on the s
 
 Quality gate: {gate}.
 
+## Notes
+{notes}
+
 ## Privacy
 Trained only on public LFW news photos of people who are never used as subjects in the workbench.
 It can produce face-like images of no particular person; it must not be used to depict real people.
 """
 
 
-def ship(src: Path, dest: Path) -> dict:
+def ship(src: Path, dest: Path, notes: str = "") -> dict:
     import torch
     from diffusers import StableDiffusionPipeline
 
@@ -65,6 +68,7 @@ def ship(src: Path, dest: Path) -> dict:
         sampler=q["sampler"], n=q["n_samples"], fdfr_s=q["fdfr_samples"], fdfr_r=q["fdfr_real"],
         div_s=q["diversity_samples"], div_r=q["diversity_real"],
         gate="passed (FDFR < 0.5 and diversity above half the real value)" if gate_ok else "NOT passed",
+        notes=notes or "None.",
     )
     (tmp / "MODEL_CARD.md").write_text(card)
     (tmp / "pretrain.json").write_text(json.dumps(info, indent=1))
@@ -77,7 +81,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("src", type=Path)
     ap.add_argument("--dest", type=Path, default=Path(__file__).resolve().parent / "assets" / "tiny-face")
-    print(json.dumps(ship(ap.parse_args().src, ap.parse_args().dest), indent=1))
+    ap.add_argument("--notes", default="", help="free text for the card's Notes section (e.g. resumed sessions)")
+    args = ap.parse_args()
+    print(json.dumps(ship(args.src, args.dest, args.notes), indent=1))
 
 
 if __name__ == "__main__":

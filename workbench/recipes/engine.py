@@ -287,6 +287,9 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None) -> TrainR
     start, seconds = _resume(out, trainable, optimizer, generator, device)
     loss_log = out / LOSS_LOG
     _truncate_log(loss_log, job.subject_id, start)
+    if not loss_log.exists():  # registered before the first line, so a killed run leaves nothing unlisted
+        loss_log.touch()
+        manifest.register(job.subject_id, "record", loss_log)
     params = list(trainable.values())
     bar = tqdm(range(start, hooks.steps), initial=start, total=hooks.steps, desc=hooks.recipe,
                unit="step", mininterval=1.0)
