@@ -13,9 +13,10 @@ TEST_ENV = OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 \
 	GRADIO_ANALYTICS_ENABLED=False DO_NOT_TRACK=1 WANDB_MODE=offline \
 	WORKBENCH_HOME="$$home" WANDB_DIR="$$home/wandb" WANDB_CACHE_DIR="$$home/wandb-cache" \
 	WANDB_DATA_DIR="$$home/wandb-data" WANDB_CONFIG_DIR="$$home/wandb-config" \
-	WANDB_ARTIFACT_DIR="$$home/wandb-artifacts" GRADIO_TEMP_DIR="$$home/gradio"
+	WANDB_ARTIFACT_DIR="$$home/wandb-artifacts" GRADIO_TEMP_DIR="$$home/gradio" \
+	MPLCONFIGDIR="$$home/matplotlib" IPYTHONDIR="$$home/ipython" JUPYTER_RUNTIME_DIR="$$home/jupyter-runtime"
 
-.PHONY: .venv demo test test-slow lint clean distclean
+.PHONY: .venv demo test test-slow lint notebooks clean distclean
 
 # The virtualenv: torch first (pinned, or pip pulls a CUDA build), then the package in editable mode.
 # The stamp file re-runs the install whenever pyproject.toml changes.
@@ -45,6 +46,11 @@ test-slow: .venv
 
 lint: .venv
 	$(BIN)/ruff check .
+
+# JupyterLab on the notebooks, local only, with its news feed and update check off (closed network).
+notebooks: .venv
+	$(BIN)/jupyter lab notebooks/ --ServerApp.ip=127.0.0.1 --no-browser --LabApp.news_url=None \
+	--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Build and test leftovers; `distclean` also removes the virtualenv.
 clean:

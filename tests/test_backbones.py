@@ -64,7 +64,7 @@ def test_shipped_tiny_face_is_small_fp16_with_a_model_card():
     if not (folder / "model_index.json").exists():
         pytest.fail("the tiny-face checkpoint is not shipped in workbench/backbones/assets/tiny-face")
     weights = list(folder.rglob("*.safetensors"))
-    assert weights and sum(p.stat().st_size for p in weights) <= 11 * 10**6  # target 10 MB; shipped 10.8 MB (card notes)
+    assert weights and sum(p.stat().st_size for p in weights) <= 11 * 10**6  # target 10 MB; 10.8 MB shipped
     card = (folder / "MODEL_CARD.md").read_text()
     for needle in ("pretrain.zip", "Face-detection failure rate", "Diversity", "Seed", "Hardware"):
         assert needle in card

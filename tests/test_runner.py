@@ -35,7 +35,7 @@ def _spec(base: Path, **over) -> dict:
         "prompts": {"with_identifier": ["a photo of {identifier} {class_noun}"],
                     "without_identifier": ["a photo of a {class_noun}"]},
         "images_per_prompt": 1, "sampling": {"steps": 2, "batch_size": 4},
-        "tracking": {"wandb": "off"},
+        "tracking": {"wandb": "off"}, "metrics": {"encoders": ["sface"], "mia_attacks": ["loss"]},
     }
     spec.update(over)
     return spec
@@ -56,6 +56,17 @@ def test_run_trains_every_recipe_and_writes_generations_with_records(base, tmp_p
     # textual inversion prompts use its own placeholder token
     ti = read_records(tmp_path / "run" / "generations" / "textual_inversion" / "seed0")
     assert any("<sks>" in r.prompt for r in ti)
+    # results.json: one row per recipe (control first), every metric with its interval and n
+    from workbench.report.schema import validate_results
+
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    validate_results(results)
+    assert [r["label"] for r in results["rows"]][0] == "none"
+    for row in results["rows"]:
+        for key in ("identity.fdfr", "memorization.extraction_rate", "mia.loss.auc"):
+            m = row["metrics"][key]
+            assert set(m) >= {"value", "ci_low", "ci_high", "n"}
+    assert (tmp_path / "run" / "report.html").stat().st_size > 1000
     resolved = json.loads((tmp_path / "run" / "spec.json").read_text())
     assert resolved["recipes"][1]["params"]["steps"] == 2
     # every file in the run folder is registered for erasure

@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "workbench.metrics.commands",     # verify-encoder, audit
     "workbench.metrics.mia_commands", # mia
     "workbench.runner",               # run
+    "workbench.report.commands",      # report
+    "workbench.compare",              # compare
     "workbench.lifecycle.commands",   # purge, erase, verify-erasure, audit-log, export, import, retention
 )
 

@@ -107,6 +107,14 @@ def _membership(pipe, ref: Reference, prompt: str, attacks: list[str], seed: int
     return flat, roc, info
 
 
+def complete(metrics: dict, why: str) -> dict:
+    """Every metric the results schema lists, with the ones not measured as value null, n 0 and a note."""
+    from workbench.metrics.stats import empty
+    from workbench.report.schema import METRIC_KEYS
+
+    return {k: metrics.get(k) or empty(why).to_dict() for k in METRIC_KEYS} | metrics
+
+
 def measurement_key(records: list, model_dir: str, spec_metrics: dict, prompt: str) -> str:
     payload = {"images": sorted(r.sha256 for r in records), "model": model_dir, "metrics": spec_metrics,
                "prompt": prompt, "version": 1}
@@ -122,7 +130,8 @@ def measure_row(pipe, records: list, gen_dir: Path, run_dir: Path, ref: Referenc
     identity, by_encoder = _identity(gen, groups, ref, encoders)
     mem, nearest = _memorization(gen, files, ref)
     mia, roc, mia_info = _membership(pipe, ref, prompt, attacks, seed) if attacks else ({}, {}, {})
-    return {"metrics": identity | mem | mia, "by_encoder": by_encoder, "roc": roc, "nearest": nearest,
+    metrics = complete(identity | mem | mia, "not measured: not selected in the spec's metrics")
+    return {"metrics": metrics, "by_encoder": by_encoder, "roc": roc, "nearest": nearest,
             "mia": mia_info, "mia_prompt": prompt, "n_generations": len(gen)}
 
 

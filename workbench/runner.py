@@ -170,7 +170,7 @@ def run_experiment(spec: Spec, out: Path | None = None, progress=None) -> RunOut
     import torch
 
     from workbench.device import resolve_device
-    from workbench.measure import Reference
+    from workbench.measure import Reference, complete
     from workbench.recipes.artifacts import load_personalised
 
     progress = progress or (lambda stage, frac: None)
@@ -217,7 +217,8 @@ def run_experiment(spec: Spec, out: Path | None = None, progress=None) -> RunOut
             manifest.register(subject.id, "record", run_dir / "errors.log")
             error = f"{type(exc).__name__}: {exc}"
             outcome.status[name] = {"ok": False, "recipe": entry.name, "seed": seed, "error": error}
-            row |= {"status": "failed", "error": error, "train": None, "metrics": {}, "roc": {}, "nearest": []}
+            row |= {"status": "failed", "error": error, "train": None, "roc": {}, "nearest": [],
+                    "metrics": complete({}, "not measured: the recipe failed")}
         rows.append(row)
         _write_json(subject.id, run_dir / "run.json", _run_record(spec, outcome, report, started, device, torch))
     progress("report", 0.97)
@@ -233,7 +234,10 @@ def publish(run_dir: Path, spec: Spec) -> None:
     from workbench.tracking import mirror_to_wandb
 
     write_report(run_dir)
-    mirror_to_wandb(run_dir, spec.tracking)
+    try:  # the run folder is the source of truth: a tracking failure must not fail a finished run
+        mirror_to_wandb(run_dir, spec.tracking)
+    except Exception as exc:  # noqa: BLE001
+        log.error("W&B mirror failed (the run folder is complete): %s", exc)
 
 
 def _results(spec: Spec, subject, rows: list[dict], device: str, torch) -> dict:

@@ -178,6 +178,8 @@ def verify_encoder(pairs_csv: Path, root: Path, encoder: str = "sface", calibrat
     info = get_encoder(encoder).info
     pairs = read_pairs(pairs_csv)
     scores, same, scored = pair_scores(pairs, root, encoder, cache=cache, progress=progress)
+    if not scored.any():
+        raise UserError(f"{pairs_csv}: no pair has a face in both photos; check --root and the images")
     s, y = scores[scored], same[scored]
     report: dict = {"encoder": encoder, "n_pairs": len(pairs), "n_pairs_scored": int(scored.sum()),
                     "n_pairs_no_face": int((~scored).sum()), "n_same": int(same.sum()),
@@ -186,6 +188,8 @@ def verify_encoder(pairs_csv: Path, root: Path, encoder: str = "sface", calibrat
         cal_pairs = read_pairs(calibrate_csv)
         cal_scores, cal_same, cal_scored = pair_scores(cal_pairs, calibrate_root or root, encoder,
                                                        cache=cache, progress=progress)
+        if not cal_scored.any():
+            raise UserError(f"{calibrate_csv}: no pair has a face in both photos; check --calibrate-root")
         cs, cy = cal_scores[cal_scored], cal_same[cal_scored]
         threshold = best_threshold(cs, cy)
         report.update(protocol="threshold chosen on the calibration pairs, accuracy on the test pairs",
@@ -200,8 +204,8 @@ def verify_encoder(pairs_csv: Path, root: Path, encoder: str = "sface", calibrat
         report.update(protocol=f"{N_FOLDS}-fold cross-validation (threshold chosen on 9 folds, accuracy "
                                "on the 10th; mean and standard deviation over folds)", **cv)
         at_far = threshold_at_far(s, y, far)
-    n_scored = max(len(s), 1)
-    report["accuracy_no_face_as_error"] = report["accuracy"] * len(s) / len(pairs) if n_scored else None
+    # Pairs without a face counted as mistakes (for cross-validation: the mean fold accuracy, rescaled).
+    report["accuracy_no_face_as_error"] = report["accuracy"] * len(s) / len(pairs)
     report["at_far"] = at_far
     report["published_lfw_accuracy"] = info.lfw_accuracy_published
     report["shipped_threshold"] = info.threshold
