@@ -111,3 +111,27 @@ def test_bad_spec_fails_before_work_naming_the_field(tmp_path):
     assert res.returncode == 2
     assert "recipes[1].params.rank" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "home" / "subjects").exists()  # nothing was started
+
+
+def test_erasure_after_a_real_tiny_face_run_leaves_nothing_in_any_store(tmp_path, monkeypatch):
+    """A quickstart-shaped run on the shipped tiny-face with W&B offline, then erase + verify."""
+    from workbench.lifecycle.erasure import erase
+    from workbench.lifecycle.stores import stores
+    from workbench.lifecycle.verification import verify_erasure
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("WORKBENCH_HOME", str(home))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    spec = parse_spec(_spec("tiny-face", recipes=[{"name": "none"}, {"name": "lora", "params": {"steps": 2}}],
+                            tracking={"wandb": "offline"}, metrics={"encoders": ["sface"], "mia_attacks": ["pia"]}))
+    outcome = run_experiment(spec)  # default run folder, inside the data root
+    assert outcome.ok, outcome.status
+    wandb_files = [p for p in stores()["wandb"].rglob("*") if p.is_file()]
+    assert wandb_files, "the offline W&B mirror wrote nothing"
+    assert not any(p.suffix.lower() in (".png", ".jpg", ".jpeg") for p in wandb_files)
+    erase(outcome.subject_id)
+    check = verify_erasure(outcome.subject_id)
+    assert check["ok"], check["residual"]
+    assert not outcome.run_dir.exists()
