@@ -16,7 +16,7 @@ TEST_ENV = OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 \
 	WANDB_ARTIFACT_DIR="$$home/wandb-artifacts" GRADIO_TEMP_DIR="$$home/gradio" \
 	MPLCONFIGDIR="$$home/matplotlib" IPYTHONDIR="$$home/ipython" JUPYTER_RUNTIME_DIR="$$home/jupyter-runtime"
 
-.PHONY: .venv demo test test-slow lint notebooks clean distclean
+.PHONY: .venv demo test test-slow lint notebooks app clean distclean
 
 # The virtualenv: torch first (pinned, or pip pulls a CUDA build), then the package in editable mode.
 # The stamp file re-runs the install whenever pyproject.toml changes.
@@ -51,6 +51,12 @@ lint: .venv
 notebooks: .venv
 	$(BIN)/jupyter lab notebooks/ --ServerApp.ip=127.0.0.1 --no-browser --LabApp.news_url=None \
 	--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# The Gradio app on http://127.0.0.1:7860 (loopback only; APP_ARGS="--auth user:pass" for a login).
+APP_ARGS ?=
+app: .venv
+	OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False DO_NOT_TRACK=1 \
+	$(BIN)/python -m workbench.app $(APP_ARGS)
 
 # Build and test leftovers; `distclean` also removes the virtualenv.
 clean:

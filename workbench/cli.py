@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "workbench.report.commands",      # report
     "workbench.compare",              # compare
     "workbench.lifecycle.commands",   # purge, erase, verify-erasure, audit-log, export, import, retention
+    "workbench.app.commands",         # app
 )
 
 

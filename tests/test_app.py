@@ -1,0 +1,155 @@
+"""The Gradio app end to end: launched in-process on loopback, driven by gradio_client like a browser."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gradio")
+gradio_client = pytest.importorskip("gradio_client")
+
+DEMO = "Naomi_Watts"
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    home = tmp_path_factory.mktemp("app-home")
+    mp = pytest.MonkeyPatch()
+    for key, value in {"WORKBENCH_HOME": str(home), "GRADIO_TEMP_DIR": str(home / "gradio"),
+                       "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "DO_NOT_TRACK": "1",
+                       "WANDB_MODE": "offline", "WANDB_DIR": str(home / "wandb")}.items():
+        mp.setenv(key, value)
+    from workbench.app import configure_environment
+
+    configure_environment()
+    from workbench.app.ui import build_ui, launch_options
+
+    demo = build_ui()
+    demo.queue()
+    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True,
+                **launch_options())
+    yield demo.local_url
+    demo.close()
+    mp.undo()
+
+
+def client(url: str, tmp_path: Path, name: str):
+    return gradio_client.Client(url, verbose=False, download_files=str(tmp_path / name))
+
+
+def test_launch_settings_keep_data_private(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "h"))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "h" / "gradio"))
+    from workbench.app.ui import launch_options
+
+    opts = launch_options()
+    assert opts["share"] is False and opts["allowed_paths"] == [] and opts["max_file_size"]
+    from workbench.app.ui import DELETE_CACHE
+
+    assert DELETE_CACHE[1] <= 7 * 86400
+    blocked = {Path(p).name for p in opts["blocked_paths"]}
+    assert {"subjects", "runs", "keys"} <= blocked and "gradio" not in blocked
+
+
+def test_consent_is_required(app_url, tmp_path):
+    c = client(app_url, tmp_path, "c")
+    with pytest.raises(Exception, match="consent"):
+        c.predict(files=[], demo=DEMO, consent=False, retention_days=30, api_name="/intake")
+
+
+def test_minimal_comparison_end_to_end_and_sessions_are_isolated(app_url, tmp_path, monkeypatch):
+    a, b = client(app_url, tmp_path, "a"), client(app_url, tmp_path, "b")
+    summary, crops, rejected = a.predict(files=[], demo=DEMO, consent=True, retention_days=7, api_name="/intake")
+    assert "accepted" in summary and len(crops) >= 10, summary
+    sid = summary.split("`")[1]
+    assert sid.startswith("app-") and DEMO not in sid
+
+    # B sees nothing of A's subject, and cannot run on it
+    text_b, rows_b = b.predict(api_name="/data")
+    assert "Nothing is stored" in text_b and sid not in text_b
+    with pytest.raises(Exception, match="no subject yet"):
+        b.predict(recipes=["lora"], steps=2, images_per_prompt=1, sampling_steps=2, api_name="/run")
+
+    # one recipe fails (forced here): its error is shown, the others go on
+    import workbench.runner as runner
+
+    real_train = runner.train_recipe
+
+    def train(spec, entry, *args, **kw):
+        if entry.name == "textual_inversion":
+            raise RuntimeError("forced failure for the test")
+        return real_train(spec, entry, *args, **kw)
+
+    monkeypatch.setattr(runner, "train_recipe", train)
+    t0 = time.time()
+    job = a.submit(recipes=["lora", "textual_inversion"], steps=2, images_per_prompt=1, sampling_steps=2,
+                   api_name="/run")
+    stages = set()
+    while not job.done():
+        for p in job.status().progress_data or []:
+            stages.add(p.desc)
+        time.sleep(0.2)
+    status = job.result()
+    print(f"\nminimal in-app comparison (none + lora, 2 steps): {time.time() - t0:.1f} s; progress: {sorted(stages)}")
+    assert "none/seed0`: ok" in status and "lora/seed0`: ok" in status, status
+    assert "textual_inversion/seed0`: **failed**: RuntimeError: forced failure for the test" in status
+    assert stages, "no progress reached the client"
+
+    table, figures = a.predict(api_name="/results")
+    assert "| none (control)" in table and "| lora" in table and "FAILED" in table
+    assert figures and all(Path(f["image"]).is_file() for f in figures)
+    files = a.predict(api_name="/report")
+    assert sorted(Path(f).name for f in files) == ["report.html", "results.json"]
+
+    text_a, rows_a = a.predict(api_name="/data")
+    kinds = {r[0] for r in rows_a["data"]} if isinstance(rows_a, dict) else {r[0] for r in rows_a}
+    assert {"upload", "crop", "generation"} <= kinds, kinds
+    text_b, _ = b.predict(api_name="/data")
+    assert "Nothing is stored" in text_b
+    with pytest.raises(Exception, match="no results yet"):
+        b.predict(api_name="/results")
+
+    erased, receipt = a.predict(api_name="/erase")
+    assert "Verification: **ok**" in erased and receipt["verify_ok"] is True, erased
+    text_a, _ = a.predict(api_name="/data")
+    assert "Nothing is stored" in text_a
+
+
+def test_uploads_are_taken_in_or_rejected_with_a_reason_and_erased_from_the_temp_store(app_url, tmp_path):
+    from workbench.subjects.demo import demo_photos
+
+    photos = [p for p, _ in demo_photos("Colin_Powell")[:2]]
+    junk = tmp_path / "broken.png"
+    junk.write_bytes(b"not an image at all")
+    c = client(app_url, tmp_path, "u")
+    summary, crops, rejected = c.predict(
+        files=[gradio_client.handle_file(str(p)) for p in [*photos, junk]], demo=None, consent=True,
+        retention_days=1, api_name="/intake")
+    assert "2 accepted, 1 rejected" in summary, summary
+    rows = rejected["data"] if isinstance(rejected, dict) else rejected
+    assert rows[0][0] == "broken.png" and "not a JPEG, PNG or WEBP image" in rows[0][1]
+    _, stored = c.predict(api_name="/data")
+    stored = stored["data"] if isinstance(stored, dict) else stored
+    counts = {r[0]: r[1] for r in stored}
+    assert counts["upload"] == 2 and counts["app_temp"] >= 3  # the 3 uploaded copies and 2 crop thumbnails
+    with pytest.raises(Exception, match="one subject per session"):
+        c.predict(files=[], demo=DEMO, consent=True, retention_days=1, api_name="/intake")
+    erased, receipt = c.predict(api_name="/erase")
+    assert receipt["verify_ok"] is True, erased
+    assert receipt["counts"].get("app_temp", 0) >= 3
+
+
+def test_app_command_defaults_to_loopback_and_checks_auth():
+    import argparse
+
+    from workbench.app.commands import add_commands
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["app"])
+    assert args.host == "127.0.0.1" and args.port is None and args.auth is None
+    assert parser.parse_args(["app", "--auth", "ana:s3cret"]).auth == ("ana", "s3cret")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["app", "--auth", "nopassword"])

@@ -1,0 +1,5 @@
+"""``python -m workbench.app``: the same as ``workbench app``."""
+
+from workbench.app.commands import main
+
+raise SystemExit(main())
