@@ -12,7 +12,6 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from workbench.generate import RECORDS, GenerationRecord, generate  # noqa: E402
@@ -22,21 +21,12 @@ SUBJECT = "subject-gen"
 PROMPTS = [("a photo of sks person", "identifier", 0), ("a photo of a person", "no_identifier", 0)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    from workbench.backbones.tiny_face import build_pipeline
-
-    folder = tmp_path_factory.mktemp("tiny-face")
-    build_pipeline(folder, seed=0)
-    return folder
+def base(random_base) -> Path:
+    return random_base
 
 
 @pytest.fixture(scope="module")

@@ -203,14 +203,6 @@ def build_small_pipeline(folder: Path, photos: list[Path]) -> None:
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> tuple[list[Path], list[Path]]:
     """Members and non-members: a seeded random 10/10 split of the person's 20 demo photos, so the two
     groups differ only by chance (photos 1-10 vs 11-20 are not exchangeable: even a random-init

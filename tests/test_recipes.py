@@ -33,21 +33,12 @@ FAST = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory) -> str:
-    from workbench.backbones.tiny_face import build_pipeline
-
-    folder = tmp_path_factory.mktemp("tiny-face")
-    build_pipeline(folder, seed=0)
-    return str(folder)
+def base(random_base) -> str:
+    return str(random_base)
 
 
 @pytest.fixture(scope="module")
