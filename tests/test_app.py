@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from app_helpers import running_app  # noqa: E402
 
 pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
@@ -16,23 +17,7 @@ DEMO = "Naomi_Watts"
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     home = tmp_path_factory.mktemp("app-home")
-    mp = pytest.MonkeyPatch()
-    for key, value in {"WORKBENCH_HOME": str(home), "GRADIO_TEMP_DIR": str(home / "gradio"),
-                       "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "DO_NOT_TRACK": "1",
-                       "WANDB_MODE": "offline", "WANDB_DIR": str(home / "wandb")}.items():
-        mp.setenv(key, value)
-    from workbench.app import configure_environment
-
-    configure_environment()
-    from workbench.app.ui import build_ui, launch_options
-
-    demo = build_ui()
-    demo.queue()
-    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True,
-                **launch_options())
-    yield demo.local_url
-    demo.close()
-    mp.undo()
+    yield from running_app(home, {"WANDB_MODE": "offline", "WANDB_DIR": str(home / "wandb")})
 
 
 def client(url: str, tmp_path: Path, name: str):

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from app_helpers import running_app  # noqa: E402
 
 pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -17,28 +18,14 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--no-first-run", "--disable-sync"]
 TABS = ("Subject", "Recipes", "Run", "Results", "Report", "Data")
 
-pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"{CHROMIUM} not installed")
+pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK) and not os.environ.get("CI"),
+                                reason=f"{CHROMIUM} not installed (apt-get install chromium); required in CI")
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     home = tmp_path_factory.mktemp("browser-home")
-    mp = pytest.MonkeyPatch()
-    for key, value in {"WORKBENCH_HOME": str(home), "GRADIO_TEMP_DIR": str(home / "gradio"),
-                       "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "DO_NOT_TRACK": "1"}.items():
-        mp.setenv(key, value)
-    from workbench.app import configure_environment
-
-    configure_environment()
-    from workbench.app.ui import build_ui, launch_options
-
-    demo = build_ui()
-    demo.queue()
-    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True,
-                **launch_options())
-    yield demo.local_url
-    demo.close()
-    mp.undo()
+    yield from running_app(home, None)
 
 
 def test_click_through_tabs_and_take_in_a_demo_subject(app_url, tmp_path):
