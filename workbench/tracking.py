@@ -310,9 +310,7 @@ def mirror_to_wandb(run_dir: str | Path, tracking) -> str | None:
         log.info("WANDB_MODE=disabled: not mirroring %s", run_dir)
         return None
     run_dir = Path(run_dir)
-    results = schema.load_results(run_dir)
-    spec_path = run_dir / "spec.json"
-    spec = json.loads(spec_path.read_text(encoding="utf-8")) if spec_path.is_file() else None
+    results, spec = schema.load_run(run_dir)
     sid = results["run"]["subject_id"]
     names = person_names(spec)
     run_name = _scrub(f"{results['run']['name']}-{sid}", names)

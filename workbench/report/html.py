@@ -409,9 +409,7 @@ def draw_figures(results: dict) -> dict[str, bytes | None]:
 def write_report(run_dir: str | Path) -> Path:
     """Render ``run_dir/report.html`` (and ``run_dir/plots/*.png``) from ``run_dir/results.json``."""
     run_dir = Path(run_dir)
-    results = schema.load_results(run_dir)
-    spec_path = run_dir / "spec.json"
-    spec = json.loads(spec_path.read_text(encoding="utf-8")) if spec_path.is_file() else None
+    results, spec = schema.load_run(run_dir)
     sid = results["run"]["subject_id"]
     figures = draw_figures(results)
     for name, png in figures.items():

@@ -318,3 +318,11 @@ def load_results(run_dir: str | Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid JSON ({exc}); rerun `workbench run` to rewrite it") from None
     return validate_results(data, str(path))
+
+
+def load_run(run_dir: str | Path) -> tuple[dict, dict | None]:
+    """A run folder's validated ``results.json`` and its resolved ``spec.json`` (None if absent)."""
+    results = load_results(run_dir)
+    spec_path = Path(run_dir) / "spec.json"
+    spec = json.loads(spec_path.read_text(encoding="utf-8")) if spec_path.is_file() else None
+    return results, spec
