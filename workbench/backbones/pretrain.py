@@ -51,8 +51,10 @@ class PretrainConfig:
 
 
 def prepare_crops(data: Path, resolution: int, cache: Path | None = None) -> np.ndarray:
-    """Decode, detect, align every photo in ``data`` → uint8 (N, R, R, 3). Photos without one clear
-    face are skipped (counted in the log), exactly as intake would reject them."""
+    """Decode, detect, align every photo in ``data`` → uint8 (N, R, R, 3), with intake's decoder, detector
+    and alignment. Photos that fail to decode or show no face are skipped (counted in the log); unlike
+    intake, the highest-scoring face is kept and multi-person/size checks are not applied (the shipped
+    base was trained this way)."""
     from tqdm import tqdm
 
     from workbench.subjects.decode import load_photo

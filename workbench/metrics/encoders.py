@@ -47,6 +47,7 @@ from tqdm import tqdm
 from workbench import paths
 from workbench.errors import UserError
 from workbench.subjects.faces import Face, detect_faces, insightface_pack_dir, yunet_model_path
+from workbench.subjects.faces import main_face as faces_main
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +127,7 @@ def upscale(rgb: np.ndarray) -> np.ndarray:
 
 def main_face(rgb: np.ndarray, detector: str = "yunet") -> Face | None:
     """The subject's face in an (already upscaled) RGB image: the largest by area x score, or None."""
-    faces = detect_faces(rgb, detector, DETECT_MIN_SCORE)
-    return max(faces, key=lambda f: f.area * f.score) if faces else None
+    return faces_main(detect_faces(rgb, detector, DETECT_MIN_SCORE))
 
 
 def _normalise(vec: np.ndarray) -> np.ndarray | None:

@@ -151,6 +151,11 @@ def detect_faces(rgb: np.ndarray, detector: str = "yunet", min_score: float = 0.
     return sorted(faces, key=lambda f: -f.score)
 
 
+def main_face(faces: list[Face]) -> Face | None:
+    """The subject's face among detections: the largest by area x score (a bystander can score higher)."""
+    return max(faces, key=lambda f: f.area * f.score) if faces else None
+
+
 def similarity(face: Face, size: int) -> np.ndarray:
     """The 2x3 similarity transform taking ``face``'s landmarks onto the template at ``size`` px."""
     src = np.asarray(face.landmarks, dtype=np.float32).reshape(5, 2)

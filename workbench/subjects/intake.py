@@ -22,7 +22,7 @@ from PIL import Image
 
 from workbench.errors import UserError
 from workbench.subjects.decode import MAX_BYTES, PhotoRejected, encode_png, load_photo
-from workbench.subjects.faces import DETECTORS, Face, align_crop, detect_faces
+from workbench.subjects.faces import DETECTORS, Face, align_crop, detect_faces, main_face
 from workbench.subjects.store import SubjectStore, load_subject, sha256_bytes  # noqa: F401 (re-export)
 
 MIN_SCORE = 0.6  # detector confidence for a face to count at all
@@ -108,7 +108,7 @@ def examine(data: bytes, resolution: int, detector: str = "yunet") -> tuple[Imag
     if not faces:
         raise PhotoRejected("no face found: use a photo where the face is clearly visible, "
                             "roughly facing the camera, well lit and not covered")
-    face = max(faces, key=lambda f: f.area * f.score)
+    face = main_face(faces)
     others = [f for f in faces if f is not face and f.score >= face.score - SECOND_FACE_SCORE_GAP
               and f.area >= SECOND_FACE_AREA * face.area]
     if others:
