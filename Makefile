@@ -16,7 +16,7 @@ TEST_ENV = OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 \
 	WANDB_ARTIFACT_DIR="$$home/wandb-artifacts" GRADIO_TEMP_DIR="$$home/gradio" \
 	MPLCONFIGDIR="$$home/matplotlib" IPYTHONDIR="$$home/ipython" JUPYTER_RUNTIME_DIR="$$home/jupyter-runtime"
 
-.PHONY: .venv demo test test-slow lint notebooks app clean distclean
+.PHONY: .venv demo privacy test test-slow lint notebooks app clean distclean
 
 # The virtualenv: torch first (pinned, or pip pulls a CUDA build), then the package in editable mode.
 # The stamp file re-runs the install whenever pyproject.toml changes.
@@ -34,6 +34,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: .venv
 	OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False DO_NOT_TRACK=1 \
 	$(BIN)/workbench run experiments/quickstart.yaml
+
+privacy: .venv  ## the privacy-recipes comparison (DP-SGD LoRA, protected photos, leakage-aware options)
+	OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False DO_NOT_TRACK=1 \
+	$(BIN)/workbench run experiments/privacy_recipes.yaml
 
 test: .venv
 	$(BIN)/ruff check .

@@ -25,3 +25,29 @@ def random_base(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-face-random")
     build_pipeline(folder, seed=0)
     return folder
+
+
+LFW_FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw" / "fixture"
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory) -> list[Path]:
+    """64×64 crops of four LFW fixture photos: centre 150 px of the 250 px image (training images)."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("crops")
+    out = []
+    for src in sorted(LFW_FIXTURE.glob("*/*.jpg"))[:4]:
+        with Image.open(src) as im:
+            crop = im.convert("RGB").crop((50, 50, 200, 200)).resize((64, 64), Image.Resampling.BICUBIC)
+        crop.save(folder / f"{src.stem}.png")
+        out.append(folder / f"{src.stem}.png")
+    assert len(out) == 4, f"no LFW fixture photos under {LFW_FIXTURE}"
+    return out
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty $WORKBENCH_HOME for one test."""
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"

@@ -15,13 +15,25 @@ DEMO = "Naomi_Watts"
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    home = tmp_path_factory.mktemp("app-home")
-    yield from running_app(home, {"WANDB_MODE": "offline", "WANDB_DIR": str(home / "wandb")})
+def app_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("app-home")
+
+
+@pytest.fixture(scope="module")
+def app_url(app_home):
+    yield from running_app(app_home, {"WANDB_MODE": "offline", "WANDB_DIR": str(app_home / "wandb")})
 
 
 def client(url: str, tmp_path: Path, name: str):
     return gradio_client.Client(url, verbose=False, download_files=str(tmp_path / name))
+
+
+def run_args(recipes: list[str], steps: int = 2, **overrides) -> dict:
+    """The Run button's inputs, cheap: one prompt of each kind, one image each, 2 sampling steps."""
+    return {"recipes": recipes, "params_text": "\n".join(f"{r}: {{steps: {steps}}}" for r in recipes),
+            "backbone": "tiny-face", "with_identifier": "a photo of {identifier} {class_noun}",
+            "without_identifier": "a photo of a {class_noun}", "images_per_prompt": 1, "sampling_steps": 2,
+            "encoders": ["sface"], "mia_attacks": ["loss"], "wandb": "offline", "api_name": "/run"} | overrides
 
 
 def test_launch_settings_keep_data_private(tmp_path, monkeypatch):
@@ -55,7 +67,7 @@ def test_minimal_comparison_end_to_end_and_sessions_are_isolated(app_url, tmp_pa
     text_b, rows_b = b.predict(api_name="/data")
     assert "Nothing is stored" in text_b and sid not in text_b
     with pytest.raises(Exception, match="no subject yet"):
-        b.predict(recipes=["lora"], steps=2, images_per_prompt=1, sampling_steps=2, api_name="/run")
+        b.predict(**run_args(["lora"]))
 
     # one recipe fails (forced here): its error is shown, the others go on
     import workbench.runner as runner
@@ -69,12 +81,10 @@ def test_minimal_comparison_end_to_end_and_sessions_are_isolated(app_url, tmp_pa
 
     monkeypatch.setattr(runner, "train_recipe", train)
     t0 = time.time()
-    job = a.submit(recipes=["lora", "textual_inversion"], steps=2, images_per_prompt=1, sampling_steps=2,
-                   api_name="/run")
+    job = a.submit(**run_args(["lora", "textual_inversion"]))
     stages = set()
     while not job.done():
-        for p in job.status().progress_data or []:
-            stages.add(p.desc)
+        stages |= {p.desc for p in job.status().progress_data or [] if p.desc}
         time.sleep(0.2)
     status = job.result()
     print(f"\nminimal in-app comparison (none + lora, 2 steps): {time.time() - t0:.1f} s; progress: {sorted(stages)}")
@@ -85,8 +95,9 @@ def test_minimal_comparison_end_to_end_and_sessions_are_isolated(app_url, tmp_pa
     table, figures = a.predict(api_name="/results")
     assert "| none (control)" in table and "| lora" in table and "FAILED" in table
     assert figures and all(Path(f["image"]).is_file() for f in figures)
-    files = a.predict(api_name="/report")
+    files, wandb_note = a.predict(api_name="/report")
     assert sorted(Path(f).name for f in files) == ["report.html", "results.json"]
+    assert "offline" in wandb_note and "wandb sync $WORKBENCH_HOME/" in wandb_note, wandb_note
 
     text_a, rows_a = a.predict(api_name="/data")
     kinds = {r[0] for r in rows_a["data"]} if isinstance(rows_a, dict) else {r[0] for r in rows_a}
@@ -138,3 +149,64 @@ def test_app_command_defaults_to_loopback_and_checks_auth():
     assert parser.parse_args(["app", "--auth", "ana:s3cret"]).auth == ("ana", "s3cret")
     with pytest.raises(SystemExit):
         parser.parse_args(["app", "--auth", "nopassword"])
+
+
+def test_bad_recipe_parameters_fail_naming_the_field(app_url, tmp_path):
+    c = client(app_url, tmp_path, "p")
+    c.predict(files=[], demo=DEMO, consent=True, retention_days=1, api_name="/intake")
+    with pytest.raises(Exception, match=r"recipes\[1\] \(lora\)\.params\.rank: Input should be a valid integer"):
+        c.predict(**run_args(["lora"], params_text="lora: {rank: eight}"))
+    with pytest.raises(Exception, match="unknown recipe 'lorra'"):
+        c.predict(**run_args(["lora"], params_text='{"lorra": {"rank": 2}}'))
+    with pytest.raises(Exception, match=r"prompts\.with_identifier\[0\].*must contain \{identifier\}"):
+        c.predict(**run_args([], with_identifier="a photo of a {class_noun}"))
+    c.predict(api_name="/erase")
+
+
+def test_cancel_stops_a_running_comparison_and_a_later_run_works(app_url, app_home, tmp_path):
+    c = client(app_url, tmp_path, "x")
+    summary, _, _ = c.predict(files=[], demo=DEMO, consent=True, retention_days=1, api_name="/intake")
+    sid = summary.split("`")[1]
+    assert c.predict(api_name="/cancel_run") == "No comparison of yours is running."
+    job = c.submit(**run_args(["lora"], steps=400))  # far longer than the test waits
+    models = app_home / "subjects" / sid / "models"
+
+    def lora_steps() -> int:
+        logs = list(models.glob("lora-*/loss.jsonl"))
+        return len(logs[0].read_text().splitlines()) if logs else 0
+
+    while lora_steps() < 3:  # cancel in the middle of LoRA training
+        assert not job.done(), job.result()
+        time.sleep(0.1)
+    assert "Cancelling" in c.predict(api_name="/cancel_run")
+    status = job.result(timeout=120)
+    assert status.startswith("**Cancelled** during"), status
+    lora = next(models.glob("lora-*"))
+    assert lora_steps() < 400 and not (lora / "artifact").exists(), "training went on after the cancel"
+    assert list((lora / "checkpoint").glob("step-*")), "a cancelled training keeps a checkpoint to resume from"
+    with pytest.raises(Exception, match="no results yet"):  # nothing of the cancelled run is shown as a result
+        c.predict(api_name="/results")
+    status = c.predict(**run_args([], wandb="off"))  # the control alone: a new run in the same session works
+    assert "Run finished" in status and "none/seed0`: ok" in status, status
+    table, _ = c.predict(api_name="/results")
+    assert "| none (control)" in table and "| lora" not in table
+    c.predict(api_name="/erase")
+
+
+def test_closing_an_anonymous_session_erases_its_subject_with_a_receipt(app_url, app_home, tmp_path):
+    from workbench.lifecycle import audit_log, verification
+
+    c = client(app_url, tmp_path, "gone")
+    sid = c.predict(api_name="/whoami").split("`")[1]
+    assert sid.startswith("app-s-")
+    c.predict(files=[], demo=DEMO, consent=True, retention_days=30, api_name="/intake")
+    assert (app_home / "subjects" / sid).is_dir()
+    c.close()  # like closing the browser tab: the heartbeat stops, gradio runs demo.unload
+    deadline = time.time() + 60
+    while (app_home / "subjects" / sid).exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not (app_home / "subjects" / sid).exists()
+    erased = [e for e in audit_log.read() if e["action"] == "erase" and e.get("subject") == sid]
+    assert erased and erased[-1]["actor"] == sid and erased[-1]["ok"] == 1
+    receipts = verification.receipts_for(sid)
+    assert receipts and receipts[-1]["receipt_id"] == erased[-1]["receipt"]

@@ -377,5 +377,17 @@ def test_cli_only_bad_files_exits_2_without_traceback(tmp_path, home):
     assert bad_id.returncode != 0 and "Traceback" not in bad_id.stderr
 
 
+def test_cli_intake_can_protect_the_training_photos(tmp_path, home):
+    result = run_cli("intake", str(FIXTURE / "Colin_Powell"), "--subject", "cli-3", "--protect", "fsmg",
+                     "--protect-epsilon", "0.04", "--protect-rounds", "1", home=home)
+    assert result.returncode == 0, result.stderr
+    assert "protected 4 training photos (fsmg, epsilon 0.04)" in result.stdout, result.stdout
+    report = json.loads(next((home / "subjects" / "cli-3" / "protected").glob("*/protection.json")).read_text())
+    assert report["linf_levels"] <= report["epsilon_levels"] == 5 and report["psnr_db"]["n"] == 4
+    bad = run_cli("intake", str(FIXTURE / "Colin_Powell"), "--subject", "cli-3", "--protect", "aspl",
+                  "--protect-epsilon", "2", home=home)
+    assert bad.returncode != 0 and "--protect-epsilon" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_paths_stay_in_the_test_home(home):
     assert paths.home() == home.resolve()

@@ -33,14 +33,14 @@ def test_environment_yml_lists_every_dependency_and_pins_torch():
 
 
 def test_requirements_txt_lists_runtime_dependencies_except_torch():
-    lines = [ln.strip() for ln in (ROOT / "requirements.txt").read_text().splitlines()]
+    lines = [ln.split("  #")[0].strip() for ln in (ROOT / "requirements.txt").read_text().splitlines()]
     reqs = [ln for ln in lines if ln and not ln.startswith("#")]
     listed = {name_of(r) for r in reqs}
     for req in pyproject_requirements():
         if name_of(req) != "torch":
             assert name_of(req) in listed, f"{req} missing from requirements.txt"
     assert "torch" not in listed  # the Spaces platform provides torch
-    assert "gradio>=6.16" in reqs  # security floor (PRIVACY.md)
+    assert "gradio[oauth]>=6.16" in reqs  # security floor (PRIVACY.md); [oauth]: the Spaces login button
 
 
 def test_makefile_installs_pinned_torch_before_the_package():

@@ -13,7 +13,6 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from workbench.errors import UserError  # noqa: E402
 from workbench.lifecycle import manifest  # noqa: E402
@@ -21,7 +20,6 @@ from workbench.lifecycle.stores import is_bookkeeping  # noqa: E402
 from workbench.recipes import engine, registry  # noqa: E402
 from workbench.recipes.artifacts import load_personalised, read_done  # noqa: E402
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw" / "fixture"
 SUBJECT = "subject-test"
 # Tiny settings per recipe: a few steps at batch 2 (DreamBooth: 2 class images of 2 denoising steps).
 FAST = {
@@ -30,6 +28,7 @@ FAST = {
     "dreambooth": {"steps": 3, "batch_size": 2, "num_class_images": 2, "class_image_steps": 2},
     "textual_inversion": {"steps": 3, "batch_size": 2},
     "pivotal": {"steps": 3, "batch_size": 2},
+    "dp_lora": {"steps": 3, "batch_size": 2, "noise_multiplier": 1.0, "target_epsilon": None},
 }
 
 
@@ -39,26 +38,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def base(random_base) -> str:
     return str(random_base)
-
-
-@pytest.fixture(scope="module")
-def crops(tmp_path_factory) -> list[Path]:
-    """64×64 crops of four fixture photos: centre 150 px of the 250 px LFW image."""
-    folder = tmp_path_factory.mktemp("crops")
-    out = []
-    for src in sorted(FIXTURE.glob("*/*.jpg"))[:4]:
-        with Image.open(src) as im:
-            crop = im.convert("RGB").crop((50, 50, 200, 200)).resize((64, 64), Image.Resampling.BICUBIC)
-        crop.save(folder / f"{src.stem}.png")
-        out.append(folder / f"{src.stem}.png")
-    assert len(out) == 4, f"no LFW fixture photos under {FIXTURE}"
-    return out
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
 
 
 def make_job(base, crops, out: Path, **kw) -> engine.TrainJob:
@@ -207,7 +186,7 @@ def test_pivotal_loads_token_and_lora(base, crops, tmp_path, home):
     assert any("lora" in n for n, _ in pipe.unet.named_parameters())
 
 
-@pytest.mark.parametrize("name", ["lora", "textual_inversion", "pivotal", "dreambooth"])
+@pytest.mark.parametrize("name", ["lora", "textual_inversion", "pivotal", "dreambooth", "dp_lora"])
 def test_a_stopped_run_resumes_and_matches_an_uninterrupted_one(name, base, crops, tmp_path, home):
     straight = train(name, base, crops, tmp_path / "straight", steps=4)
     with pytest.raises(engine.Stopped):
@@ -258,3 +237,66 @@ def test_recipes_command_lists_every_recipe_with_its_defaults():
 def test_a_job_without_images_is_refused(tmp_path):
     with pytest.raises(UserError, match="no training images"):
         engine.TrainJob(base="tiny-face", train_images=[], subject_id=SUBJECT, out_dir=tmp_path)
+
+
+# --- Leakage-aware options: a step cap per photo, early stopping on the holdout loss, prior preservation
+
+
+def test_max_steps_per_photo_caps_the_steps(base, crops, tmp_path, home):
+    result = train("lora", base, crops, tmp_path / "run", steps=50, max_steps_per_photo=1.5)
+    details = read_done(result.artifact_dir)["details"]
+    assert result.steps == 6 == details["steps_run"] == details["steps_cap"]  # 1.5 × 4 photos
+    assert details["steps_planned"] == 50
+
+
+def early_job(base, crops, out):
+    return engine.TrainJob(base=base, train_images=crops[:2], holdout_images=crops[2:], subject_id=SUBJECT,
+                           out_dir=out, device="cpu", checkpoint_every=2)
+
+
+def test_early_stopping_keeps_the_weights_of_the_best_holdout_evaluation(base, crops, tmp_path, home):
+    recipe = registry.get_recipe("lora")
+    params = recipe.params(steps=12, batch_size=2, lr=0.3, early_stopping_patience=1, eval_every=2)
+    stopped = recipe.train(early_job(base, crops, tmp_path / "early"), params)
+    early = read_done(stopped.artifact_dir)["details"]["early_stopping"]
+    history = dict(early["history"])
+    assert early["best_step"] == min(history, key=history.get)
+    assert early["stopped_early"], history  # the holdout loss rises again within 12 steps (seeded)
+    assert stopped.steps == early["best_step"] + 2 < 12
+    rows = [json.loads(x) for x in (tmp_path / "early" / "loss.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "holdout_loss" in r] == sorted(history)
+    # The kept weights are the best evaluation's: a plain run of that many steps ends on the same ones.
+    plain = recipe.train(early_job(base, crops, tmp_path / "plain"),
+                         recipe.params(steps=early["best_step"], batch_size=2, lr=0.3))
+    assert plain.param_hash == stopped.param_hash
+
+
+def test_early_stopping_resumes_and_needs_holdout_photos(base, crops, tmp_path, home):
+    recipe = registry.get_recipe("lora")
+    params = recipe.params(steps=6, batch_size=2, early_stopping_patience=5, eval_every=1)
+    straight = recipe.train(early_job(base, crops, tmp_path / "straight"), params)
+    with pytest.raises(engine.Stopped):
+        recipe.train(early_job(base, crops, tmp_path / "resumed"), params, stop_after=4)
+    resumed = recipe.train(early_job(base, crops, tmp_path / "resumed"), params)
+    assert resumed.param_hash == straight.param_hash
+    assert resumed.details["early_stopping"]["history"] == straight.details["early_stopping"]["history"]
+    with pytest.raises(UserError, match="holdout"):
+        recipe.train(make_job(base, crops, tmp_path / "no-holdout"), params)
+
+
+def test_lora_with_prior_preservation_trains_on_class_images_too(base, crops, tmp_path, home):
+    train("lora", base, crops, tmp_path / "run", prior_preservation=True, num_class_images=2, class_image_steps=2)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "loss.jsonl").read_text().splitlines()]
+    assert all("extra_loss" in r for r in rows)
+    assert len([a for a in manifest.read(SUBJECT) if a.kind == "class_image"]) == 2
+
+
+def test_should_stop_checkpoints_at_that_step_and_the_rerun_resumes(base, crops, tmp_path, home):
+    straight = train("lora", base, crops, tmp_path / "straight", steps=5)
+    calls = []
+    with pytest.raises(engine.Stopped):  # e.g. the app's Cancel button, polled after every step
+        registry.get_recipe("lora").train(make_job(base, crops, tmp_path / "run"),
+                                          registry.get_recipe("lora").params(**(FAST["lora"] | {"steps": 5})),
+                                          should_stop=lambda: calls.append(1) or len(calls) >= 3)
+    assert [p.name for p in (tmp_path / "run" / "checkpoint").iterdir()] == ["step-000003"]
+    assert train("lora", base, crops, tmp_path / "run", steps=5).param_hash == straight.param_hash

@@ -92,7 +92,7 @@ def test_failed_recipe_is_recorded_and_the_others_go_on(base, tmp_path, monkeypa
     # a corrupted LoRA job folder (a different job already lives there) makes that recipe fail
     from workbench.runner import model_key, prepare_subject
     subject, _ = prepare_subject(spec, 64)
-    key = model_key(spec, spec.recipes[1], subject, 0)
+    key = model_key(spec, spec.recipes[1], subject, 0, subject.train)
     bad = tmp_path / "home" / "subjects" / subject.id / "models" / f"lora-{key}"
     bad.mkdir(parents=True)
     (bad / "job.json").write_text(json.dumps({"recipe": "dreambooth", "params": {}}))
@@ -100,6 +100,68 @@ def test_failed_recipe_is_recorded_and_the_others_go_on(base, tmp_path, monkeypa
     assert outcome.status["none/seed0"]["ok"]
     assert not outcome.status["lora/seed0"]["ok"] and outcome.status["lora/seed0"]["error"]
     assert (tmp_path / "run" / "errors.log").exists()
+
+
+def test_privacy_recipes_report_epsilon_protection_and_training_options(base, tmp_path, monkeypatch):
+    """The privacy-recipes experiment in miniature: DP-SGD LoRA, LoRA on protected photos, early stopping and
+    a step cap; results carry the accountant's ε and the protection's cost, and the report shows both."""
+    import numpy as np
+    from PIL import Image
+    from test_report import check_traceable
+
+    from workbench.recipes import dp_lora
+    from workbench.runner import prepare_subject, protect_photos
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    protection = {"method": "aspl", "epsilon": 0.03, "rounds": 1, "pgd_steps": 2, "surrogate_steps": 1}
+    spec = parse_spec(_spec(base, subject={"demo": "Naomi_Watts", "protection": protection}, recipes=[
+        {"name": "none"},
+        {"name": "dp_lora", "params": {"steps": 3, "target_epsilon": 8.0}},
+        {"name": "lora", "params": {"steps": 2}},
+        {"name": "lora", "photos": "protected", "params": {"steps": 2}},
+        {"name": "lora", "label": "lora-early", "params": {"steps": 4, "early_stopping_patience": 1, "eval_every": 1}},
+        {"name": "lora", "label": "lora-capped", "params": {"steps": 50, "max_steps_per_photo": 0.25}},
+    ]))
+    outcome = run_experiment(spec, tmp_path / "run")
+    assert outcome.ok, outcome.status
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    rows = {r["label"]: r for r in results["rows"]}
+    privacy = rows["dp_lora"]["train"]["details"]["privacy"]
+    n = results["run"]["n_train"]
+    assert privacy["epsilon"] == pytest.approx(
+        dp_lora.epsilon(privacy["noise_multiplier"], 4 / n, 3, 1e-5), abs=1e-4)
+    assert privacy["epsilon"] <= 8.0
+    prot = rows["lora-protected"]["train"]["protection"]
+    assert rows["lora-protected"]["train"]["photos"] == "protected"
+    assert set(prot["psnr_db"]) >= {"value", "ci_low", "ci_high", "n"} and prot["psnr_db"]["n"] == n
+    assert prot["linf_levels"] <= prot["epsilon_levels"] == 3  # floor(0.03 × 127.5)
+    assert prot["base_loss_protected"] > prot["base_loss_clean"], "the perturbation must raise the denoising loss"
+    early = rows["lora-early"]["train"]["details"]["early_stopping"]
+    assert early["history"] and early["best_step"] >= 1
+    assert rows["lora-capped"]["train"]["steps"] == int(0.25 * n)
+    # the stored protected photos stay within the bound, pixel by pixel, and are registered for erasure
+    subject, _ = prepare_subject(spec, 64)
+    protected = protect_photos(spec, subject, "cpu")
+    registered = {a.path for a in manifest.read(subject.id)}
+    for clean, prot_path in zip(subject.train, protected.paths, strict=True):
+        a = np.asarray(Image.open(clean).convert("RGB"), dtype=np.int16)
+        b = np.asarray(Image.open(prot_path).convert("RGB"), dtype=np.int16)
+        assert np.abs(a - b).max() <= 3 and (a != b).any()
+        assert str(prot_path.relative_to(tmp_path / "home")) in registered
+    # the report's training section shows all of it, every number traced to results.json
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert "Training and defences" in text and "What it does not" in text
+    check_traceable(text, results, json.loads((tmp_path / "run" / "spec.json").read_text()))
+    # a protected row is compared with its clean twin (same recipe, params, seed) where both have an ISM
+    # (the random-weights base draws no faces, so give both rows one here)
+    from workbench.report.html import render_report
+
+    for label, ism in (("lora", 0.30), ("lora-protected", 0.25)):
+        rows[label]["metrics"]["identity.ism_holdout"] |= {"value": ism, "ci_low": ism - 0.05, "ci_high": ism + 0.05}
+    text = render_report(results, tmp_path / "run")
+    assert "vs <span" in text and "on clean photos" in text
+    check_traceable(text, results)
+    assert any("early stopping selects the model" in note for note in results["meta"]["notes"])
 
 
 def test_bad_spec_fails_before_work_naming_the_field(tmp_path):

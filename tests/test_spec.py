@@ -62,7 +62,7 @@ def test_every_shipped_experiment_spec_loads_and_round_trips(path):
 
 def test_shipped_specs_exist():
     names = {p.name for p in EXPERIMENTS}
-    assert {"quickstart.yaml", "sd15_recipes.yaml"} <= names
+    assert {"quickstart.yaml", "sd15_recipes.yaml", "privacy_recipes.yaml", "privacy_recipes_sd15.yaml"} <= names
 
 
 def test_minimal_spec_fills_every_default():
@@ -132,6 +132,34 @@ def test_duplicate_labels_are_refused():
     recipes = [{"name": "none"}, {"name": "toy"}, {"name": "toy", "label": "toy-r16"}]
     ok = parse_spec(spec_with(recipes=recipes))
     assert [r.label for r in ok.recipes] == ["none", "toy", "toy-r16"]
+
+
+def test_a_sweep_expands_into_one_labelled_entry_per_combination():
+    spec = parse_spec(spec_with(recipes=[{"name": "none"}, {"name": "toy", "params": {"steps": 3},
+                                                           "sweep": {"rank": [2, 8], "steps": [5]}}]))
+    assert [(r.label, r.params) for r in spec.recipes[1:]] == [
+        ("toy-rank-2-steps-5", {"rank": 2, "steps": 5}), ("toy-rank-8-steps-5", {"rank": 8, "steps": 5})]
+    again = parse_spec(spec.resolved())  # the resolved spec lists the expanded entries: it reruns alike
+    assert [(r.label, r.params, r.sweep) for r in again.recipes] == [(r.label, r.params, {}) for r in spec.recipes]
+
+
+def test_a_bad_swept_value_names_the_sweep_field_and_clashing_labels_are_refused():
+    msg = problems_of(spec_with(recipes=[{"name": "none"}, {"name": "toy", "sweep": {"rank": [2, "x", 0]}}]))
+    assert "recipes[1].sweep.rank: Input should be a valid integer" in msg and "got 'x'" in msg
+    assert "recipes[1].sweep.rank: Input should be greater than or equal to 1" in msg
+    clash = [{"name": "none"}, {"name": "toy", "sweep": {"rank": [2]}}, {"name": "toy", "label": "toy-rank-2"}]
+    assert "has label 'toy-rank-2'" in problems_of(spec_with(recipes=clash))
+
+
+def test_protected_photos_need_a_protection_and_get_their_own_label():
+    msg = problems_of(spec_with(recipes=[{"name": "none"}, {"name": "toy", "photos": "protected"}]))
+    assert "recipes[1].photos: 'protected' needs subject.protection" in msg
+    spec = parse_spec(spec_with(subject={"demo": "Colin_Powell", "protection": {"method": "fsmg"}},
+                                recipes=[{"name": "none"}, {"name": "toy", "photos": "protected"}]))
+    assert spec.recipes[1].label == "toy-protected" and spec.subject.protection.epsilon == 0.05
+    msg = problems_of(spec_with(subject={"demo": "Colin_Powell", "protection": {"epsilon": 3}},
+                                recipes=[{"name": "none"}]))
+    assert "subject.protection.epsilon: Input should be less than or equal to 1" in msg
 
 
 def test_bad_subject_id_is_refused():

@@ -11,3 +11,8 @@ class SpecError(UserError):
 
 class OfflineError(UserError):
     """Something must be downloaded but the machine is offline or the source unreachable."""
+
+
+class Interrupted(Exception):
+    """Work stopped on request (a cancel, a step limit), not because it failed: callers that record
+    one failed item and go on (the runner's recipes) let this through to stop the whole job."""

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench import paths
+from workbench.errors import Interrupted
 from workbench.lifecycle import manifest
 from workbench.lifecycle.policy import set_retention
 from workbench.spec import RecipeEntry, Spec, load_spec
@@ -90,31 +91,57 @@ def prepare_subject(spec: Spec, resolution: int):
     return subject, report
 
 
-def model_key(spec: Spec, entry: RecipeEntry, subject, seed: int) -> str:
+def protect_photos(spec: Spec, subject, device: str):
+    """The subject's protected training photos, when some recipe trains on them (else None)."""
+    if not any(entry.photos == "protected" for entry in spec.recipes):
+        return None
+    from workbench.subjects.protect import protect_subject
+
+    prompt = INSTANCE_PROMPT.format(identifier=spec.prompts.identifier, class_noun=spec.prompts.class_noun)
+    return protect_subject(subject, spec.backbone, spec.subject.protection, device, prompt)
+
+
+def model_key(spec: Spec, entry: RecipeEntry, subject, seed: int, train_images: list[Path]) -> str:
     from workbench.lifecycle.manifest import sha256_file
 
+    params = entry.typed_params()
     ident = {
-        "backbone": spec.backbone, "recipe": entry.name, "params": entry.typed_params().model_dump(mode="json"),
-        "train": sorted(sha256_file(p) for p in subject.train), "seed": seed,
+        "backbone": spec.backbone, "recipe": entry.name, "params": params.model_dump(mode="json"),
+        "train": sorted(sha256_file(p) for p in train_images), "seed": seed,
         "identifier": spec.prompts.identifier, "class_noun": spec.prompts.class_noun,
         "resolution": subject.resolution,
     }
+    if getattr(params, "early_stopping_patience", None) is not None:  # the holdout photos select the model
+        ident["holdout"] = sorted(sha256_file(p) for p in subject.holdout)
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def train_recipe(spec: Spec, entry: RecipeEntry, subject, seed: int, device: str):
+def train_recipe(spec: Spec, entry: RecipeEntry, subject, seed: int, device: str, protected=None,
+                 should_stop=None):
     """Train (or reuse, or resume) one recipe for one seed; the model lives in the subject's store."""
     from workbench.recipes.engine import TrainJob
     from workbench.recipes.registry import get_recipe
 
-    key = model_key(spec, entry, subject, seed)
+    train_images = protected.paths if entry.photos == "protected" else subject.train
+    key = model_key(spec, entry, subject, seed, train_images)
     job = TrainJob(
-        base=spec.backbone, train_images=subject.train, subject_id=subject.id,
+        base=spec.backbone, train_images=train_images, holdout_images=subject.holdout, subject_id=subject.id,
         out_dir=paths.subject_dir(subject.id) / "models" / f"{entry.name}-{key}",
         identifier=spec.prompts.identifier, class_noun=spec.prompts.class_noun, device=device,
         seed=seed, resolution=subject.resolution,
     )
-    return get_recipe(entry.name).train(job, entry.typed_params())
+    loop = {} if should_stop is None else {"should_stop": should_stop}
+    return get_recipe(entry.name).train(job, entry.typed_params(), **loop)
+
+
+def train_record(entry: RecipeEntry, result, protected) -> dict:
+    """A row's ``train`` entry: steps run, time, loss, the photos it saw, and what the recipe recorded
+    (step cap, early stopping, DP accounting)."""
+    record = {"steps": result.steps, "seconds": round(result.seconds, 2), "final_loss": result.final_loss,
+              "photos": entry.photos, "details": result.details}
+    if entry.photos == "protected":
+        record["protection"] = {k: v for k, v in protected.report.items() if k != "files"}
+    return record
 
 
 def generate_for(spec: Spec, entry: RecipeEntry, pipe, result, subject, seed: int, out: Path):
@@ -165,8 +192,12 @@ def _jsonable(x):
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
-def run_experiment(spec: Spec, out: Path | None = None, progress=None) -> RunOutcome:
-    """Run every recipe × seed of ``spec``; ``progress(stage, fraction)`` is called between stages."""
+def run_experiment(spec: Spec, out: Path | None = None, progress=None, should_stop=None) -> RunOutcome:
+    """Run every recipe × seed of ``spec``; ``progress(stage, fraction)`` is called between stages.
+
+    ``should_stop()`` is polled after every training step: when true, training checkpoints and the run
+    stops with :class:`~workbench.errors.Interrupted` (as does any Interrupted raised by ``progress``);
+    nothing is written as a result, and an identical rerun resumes where it stopped."""
     import torch
 
     from workbench.device import resolve_device
@@ -182,6 +213,8 @@ def run_experiment(spec: Spec, out: Path | None = None, progress=None) -> RunOut
     subject, report = prepare_subject(spec, backbone_resolution(spec))
     outcome = RunOutcome(run_dir, subject.id)
     _write_json(subject.id, run_dir / "spec.json", spec.resolved())
+    progress("protecting photos" if any(e.photos == "protected" for e in spec.recipes) else "intake", 0.01)
+    protected = protect_photos(spec, subject, device)
     progress("embedding the subject's photos", 0.02)
     ref = Reference.load(subject, spec.metrics.encoders)
     jobs = [(entry, seed) for seed in spec.seeds for entry in spec.recipes]
@@ -193,7 +226,7 @@ def run_experiment(spec: Spec, out: Path | None = None, progress=None) -> RunOut
         t0 = time.time()
         row = {"label": entry.label, "recipe": entry.name, "seed": seed, "params": entry.params}
         try:
-            result = train_recipe(spec, entry, subject, seed, device)
+            result = train_recipe(spec, entry, subject, seed, device, protected, should_stop)
             pipe = load_personalised(spec.backbone, result.artifact_dir, device)
             progress(f"{name}: generating", (i + 0.4) / len(jobs))
             gen_dir = run_dir / "generations" / entry.label / f"seed{seed}"
@@ -207,9 +240,9 @@ def run_experiment(spec: Spec, out: Path | None = None, progress=None) -> RunOut
                 "train_seconds": round(result.seconds, 2), "final_loss": result.final_loss,
                 "images": len(records), "seconds": round(time.time() - t0, 2),
             }
-            row |= {"status": "ok", "error": None,
-                    "train": {"steps": result.steps, "seconds": round(result.seconds, 2),
-                              "final_loss": result.final_loss}} | measured
+            row |= {"status": "ok", "error": None, "train": train_record(entry, result, protected)} | measured
+        except Interrupted:
+            raise  # a cancel stops the whole run; it is not this recipe's failure
         except Exception as exc:  # noqa: BLE001 - one failed recipe never stops the others
             log.error("%s failed: %s", name, exc)
             with open(run_dir / "errors.log", "a", encoding="utf-8") as fh:
@@ -261,8 +294,24 @@ def _results(spec: Spec, subject, rows: list[dict], device: str, torch) -> dict:
             "members = the subject's train photos, non-members = holdout photos of the same person",
             "membership inference on latent models attacks the VAE latents (posterior mean x scaling factor)",
             "every metric: value with a 95% percentile-bootstrap interval and its sample size n",
-        ]},
+        ] + _training_notes(spec)},
     }
+
+
+def _training_notes(spec: Spec) -> list[str]:
+    """What the report must say about how the models were trained, when it bears on the numbers."""
+    notes = []
+    typed = [entry.typed_params() for entry in spec.recipes]
+    if any(getattr(p, "early_stopping_patience", None) is not None for p in typed):
+        notes.append("early stopping selects the model on the holdout photos' denoising loss; the same photos are "
+                     "the non-members and the identity reference, so those rows are selected on them")
+    if any(entry.photos == "protected" for entry in spec.recipes):
+        notes.append("rows trained on protected photos are measured against the original (clean) photos: "
+                     "members, extraction and identity references are the photos as taken")
+    if any(entry.name == "dp_lora" for entry in spec.recipes):
+        notes.append("record-level differential privacy (dp_lora) bounds what the model reveals about any one "
+                     "training photo; it does not hide the identity that all the photos share")
+    return notes
 
 
 def _run_record(spec, outcome, report, started, device, torch) -> dict:

@@ -12,6 +12,7 @@ Load with :func:`load_spec` (a file) or :func:`parse_spec` (a dict). Both also v
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import string
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from workbench.errors import SpecError
 from workbench.lifecycle.manifest import KINDS
 from workbench.paths import check_subject_id
 from workbench.recipes import registry
+from workbench.subjects.protect import ProtectParams
 
 SPEC_VERSION = 1
 # TODO(metrics registry): read these from the encoder / attack registries once they exist.
@@ -220,6 +222,7 @@ class SubjectSpec(_Strict):
     id: SubjectId | None = None  # pseudonymous slug; default: "demo-"/"subject-" + sha256(demo or photos)[:8]
     holdout_fraction: Fraction = 0.25  # share of photos kept out of training (membership non-members)
     resolution: Resolution | None = None  # training/sampling size in px; None: the backbone's own
+    protection: ProtectParams | None = None  # Anti-DreamBooth perturbation of the train photos, for `photos: protected`
 
     @model_validator(mode="after")
     def _source_and_id(self) -> SubjectSpec:
@@ -234,11 +237,13 @@ class RecipeEntry(_Strict):
     name: NonEmpty  # a registered recipe: none, lora, dreambooth, textual_inversion, pivotal
     label: Slug | None = None  # column name in results; default: name (labels must be unique)
     params: dict[str, Any] = {}  # the recipe's parameters; defaults live in workbench/recipes/<name>.py
+    photos: Literal["clean", "protected"] = "clean"  # train on the photos as taken, or as subject.protection made them
+    sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}  # params to vary: one entry per combination
 
     @model_validator(mode="after")
     def _default_label(self) -> RecipeEntry:
         if self.label is None:
-            self.label = self.name
+            self.label = self.name if self.photos == "clean" else f"{self.name}-{self.photos}"
         return self
 
     def typed_params(self) -> registry.RecipeParams:
@@ -302,6 +307,16 @@ class Spec(_Strict):
     metrics: MetricsSpec = MetricsSpec()  # what is measured
     tracking: TrackingSpec = TrackingSpec()  # Weights & Biases mirror of the run store
     retention: RetentionSpec = RetentionSpec()  # how long derived artifacts live
+
+    @model_validator(mode="after")
+    def _protection_for_protected_photos(self) -> Spec:
+        for i, entry in enumerate(self.recipes):
+            if entry.photos == "protected" and self.subject.protection is None:
+                raise ValueError(
+                    f"recipes[{i}].photos: 'protected' needs subject.protection, which is not set: add e.g. "
+                    "`protection: {method: aspl, epsilon: 0.05}` under subject, or use `photos: clean`"
+                )
+        return self
 
     def prompt_suite(self) -> list[PromptItem]:
         """The expanded prompts: identifier prompts, then concept-bleed prompts, in spec order."""
@@ -408,8 +423,10 @@ def parse_spec(data: dict[str, Any], base_dir: str | Path | None = None, source:
         )
         err.problems = problems
         raise err
-    for i, entry in enumerate(spec.recipes):
-        entry.params = params[i]  # fully defaulted by the recipe's Params model
+    try:
+        spec.recipes = _check_recipes(_expand_sweeps(spec, params))  # params fully defaulted by each Params model
+    except ValueError as exc:
+        raise SpecError(f"{source}: 1 problem in the experiment spec\n  recipes (after sweeps): {exc}") from None
     if base_dir is not None:
         _resolve_paths(spec, Path(base_dir))
     return spec
@@ -428,15 +445,46 @@ def _validate_recipe_params(data: Any) -> tuple[list[str], dict[int, dict[str, A
             names = ", ".join(sorted(known))
             problems.append(f"recipes[{i}].name: unknown recipe {entry['name']!r}; known recipes: {names}")
             continue
-        raw = entry.get("params", {})
-        if not isinstance(raw, dict):
+        raw, sweep = entry.get("params", {}), entry.get("sweep", {})
+        if not isinstance(raw, dict) or not isinstance(sweep, dict):
             continue
         model = known[entry["name"]].params
-        try:
-            params[i] = model.model_validate(raw).model_dump(mode="json")
-        except ValidationError as exc:
-            problems += _describe_errors(exc, model, prefix=("recipes", i, "params"))
+        params[i] = []
+        for combo in sweep_combinations(sweep):
+            try:
+                params[i].append(model.model_validate(raw | combo).model_dump(mode="json"))
+            except ValidationError as exc:
+                for e in exc.errors():
+                    swept = bool(e["loc"]) and e["loc"][0] in combo
+                    prefix = ("recipes", i, "sweep") if swept else ("recipes", i, "params")
+                    for problem in _describe_errors(ValidationError.from_exception_data(exc.title, [e]), model, prefix):
+                        problems += [] if problem in problems else [problem]  # once, not per combination
     return problems, params
+
+
+def sweep_combinations(sweep: dict[str, list]) -> list[dict[str, Any]]:
+    """Every combination of the swept values, in spec order (``[{}]`` without a sweep)."""
+    if not all(isinstance(v, list) for v in sweep.values()):
+        return [{}]  # the structural check reports it
+    return [dict(zip(sweep, values, strict=True)) for values in itertools.product(*sweep.values())]
+
+
+def _sweep_label(label: str, combo: dict[str, Any]) -> str:
+    def word(v: Any) -> str:
+        return re.sub(r"[^A-Za-z0-9_-]", "", str(v).lower().replace(".", "p").replace("-", "m"))
+
+    return "-".join([label] + [f"{k}-{word(v)}" for k, v in combo.items()])
+
+
+def _expand_sweeps(spec: Spec, params: dict[int, list[dict[str, Any]]]) -> list[RecipeEntry]:
+    """One entry per swept combination, labelled ``<label>-<param>-<value>``; params fully defaulted."""
+    out = []
+    for i, entry in enumerate(spec.recipes):
+        combos = sweep_combinations(entry.sweep)
+        for combo, values in zip(combos, params[i], strict=True):
+            label = _sweep_label(entry.label, combo) if entry.sweep else entry.label
+            out.append(entry.model_copy(update={"params": values, "label": label, "sweep": {}}))
+    return out
 
 
 def _resolve_paths(spec: Spec, base: Path) -> None:
@@ -446,8 +494,16 @@ def _resolve_paths(spec: Spec, base: Path) -> None:
         spec.backbone = str((base / Path(spec.backbone).expanduser()).resolve())
 
 
+_FIELD_PATH = re.compile(r"^[A-Za-z_][\w.\[\]]*: ")
+
+
 def _describe_errors(exc: ValidationError, model: type[BaseModel], prefix: tuple = ()) -> list[str]:
-    return [f"{_path(prefix + tuple(e['loc']))}: {_message(e, model)}" for e in exc.errors()]
+    out = []
+    for e in exc.errors():
+        loc, msg = prefix + tuple(e["loc"]), _message(e, model)
+        # a whole-spec check names its own field ("recipes[2].photos: ..."): no "(top level)" before it
+        out.append(msg if not loc and _FIELD_PATH.match(msg) else f"{_path(loc)}: {msg}")
+    return out
 
 
 def _path(loc: tuple) -> str:

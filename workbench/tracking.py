@@ -343,6 +343,23 @@ def mirror_to_wandb(run_dir: str | Path, tracking) -> str | None:
     return url or str(run_folder)
 
 
+def mirror_status(run_dir: str | Path) -> dict:
+    """Where a run's W&B mirror is: ``{"mode": off|offline|online|missing, "url", "offline_run", "project"}``.
+
+    ``off``: the spec turned tracking off; ``missing``: tracking was on but no mirror was written
+    (``WANDB_MODE=disabled``, or the mirror failed: the run folder is complete either way)."""
+    results, spec = schema.load_run(run_dir)
+    wanted = ((spec or {}).get("tracking") or {}).get("wandb", "offline")
+    pointer = Path(run_dir) / POINTER_FILE
+    if wanted == "off":
+        return {"mode": "off", "url": None, "offline_run": None, "project": None}
+    if not pointer.is_file():
+        return {"mode": "missing", "url": None, "offline_run": None, "project": None}
+    data = json.loads(pointer.read_text(encoding="utf-8"))
+    return {"mode": data.get("mode"), "url": data.get("url"), "offline_run": data.get("offline_run"),
+            "project": data.get("project")}
+
+
 # --- Reading an offline run back -------------------------------------------------------------------
 
 _BLOCK = 32768  # LevelDB log block size used by W&B's transaction log

@@ -1,36 +1,27 @@
 """What the app's buttons do: each function calls the library and returns what the UI shows.
 
-Identity comes from the server, never from the page: :func:`subject_id_for` derives a pseudonymous
-subject id from the session (gradio's ``session_hash``, or the logged-in user when ``auth`` is set)
-and a random key made when the process starts. A client cannot name another session's subject, and
-the id says nothing about the person. Bad input raises ``gr.Error`` with the reason.
+Identity comes from the server, never from the page (:mod:`workbench.app.identity`): every callback takes
+gradio's ``request`` (and, on Spaces, the OAuth ``profile``) and works on that session's pseudonymous
+subject only. What the app remembers per subject is in :mod:`workbench.app.sessions`; the Recipes tab's
+spec is made by :mod:`workbench.app.form`. Bad input raises ``gr.Error`` with the reason.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import secrets
 import shutil
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import gradio as gr
 
-from workbench.errors import UserError
+from workbench.app import form, sessions
+from workbench.app.identity import Identity, identify
+from workbench.errors import Interrupted, UserError
+from workbench.lifecycle.audit_log import acting_as
 
 log = logging.getLogger(__name__)
-
-_SECRET = secrets.token_bytes(32)  # per process: ids do not survive a restart, nor can they be guessed
-_LOCK = threading.Lock()
-_SESSIONS: dict[str, dict] = {}  # subject id -> {"spec_subject": {...}, "retention_days": int, "run_dir": str}
-
-BACKBONE = "tiny-face"
-QUICK_PROMPTS = {"with_identifier": ["a photo of {identifier} {class_noun}"],
-                 "without_identifier": ["a photo of a {class_noun}"]}
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op decorator everywhere else
     import spaces  # type: ignore[import-not-found]
@@ -41,34 +32,25 @@ except ImportError:  # pragma: no cover - depends on the platform
         return fn if fn is not None else (lambda f: f)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Identity
-
-def session_key(request: gr.Request | None) -> str:
-    """The logged-in user when ``auth`` is on, else the browser session."""
-    if request is None:
-        raise gr.Error("no session: open the app in a browser (or a gradio_client.Client)")
-    user = getattr(request, "username", None)
-    if user:
-        return "user:" + str(user)
-    session = getattr(request, "session_hash", None)
-    if not session:
-        raise gr.Error("no session id: reload the page")
-    return "session:" + str(session)
-
-
-def subject_id_for(request: gr.Request | None) -> str:
-    key = session_key(request)
-    return "app-" + hashlib.sha256(_SECRET + key.encode()).hexdigest()[:12]
-
-
-def _state(sid: str) -> dict:
-    with _LOCK:
-        return _SESSIONS.setdefault(sid, {})
+def who(request: gr.Request | None, profile: gr.OAuthProfile | None = None) -> Identity:
+    try:
+        return identify(request, profile)
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
 
 
 def _fail(exc: Exception) -> gr.Error:
     return gr.Error(str(exc) if isinstance(exc, (UserError, ValueError)) else f"{type(exc).__name__}: {exc}")
+
+
+def whoami(request: gr.Request, profile: gr.OAuthProfile | None = None) -> str:
+    """One line for the page header: how this session is identified (no name is shown or stored)."""
+    ident = who(request, profile)
+    if ident.logged_in:
+        return (f"Signed in ({ident.how}): your data is kept as subject `{ident.subject_id}` across reloads "
+                "until you erase it or its retention ends.")
+    return (f"Not signed in: your data is tied to this browser tab (subject `{ident.subject_id}`) and erased "
+            "when you close or reload it.")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -89,7 +71,7 @@ def _resolution() -> int:
     from workbench.spec import parse_spec
 
     spec = parse_spec({"version": 1, "name": "app", "subject": {"demo": "x"}, "recipes": [{"name": "none"}],
-                       "backbone": BACKBONE})
+                       "backbone": form.DEFAULT_BACKBONE})
     return backbone_resolution(spec)
 
 
@@ -98,7 +80,7 @@ def _upload_path(f) -> Path:
 
 
 def intake_photos(files, demo: str | None, consent: bool, retention_days: float | int | None,
-                  request: gr.Request):
+                  request: gr.Request, profile: gr.OAuthProfile | None = None):
     """Take the uploads (or a demo person's photos) into this session's subject.
 
     Returns (markdown summary, gallery of accepted crops with captions, table of rejections).
@@ -121,41 +103,37 @@ def intake_photos(files, demo: str | None, consent: bool, retention_days: float 
         raise gr.Error(f"retention days: {retention_days!r} is not a whole number") from None
     if days < 0 or days > 3650:
         raise gr.Error(f"retention days: {days} is outside 0-3650")
-    sid = subject_id_for(request)
-    state = _state(sid)
-    store = SubjectStore(sid)
-    before = state.get("spec_subject")
+    sid = who(request, profile).subject_id
+    before = sessions.state(sid).get("spec_subject")
     if before and (before.get("demo") != demo if demo else "demo" in before):
         raise gr.Error("this session's subject already holds photos of someone else (a demo subject, or your "
                        "uploads): one subject per session; erase it on the Data tab first")
     try:
-        set_retention(sid, {"default_days": days, "kinds": {}})
-        resolution = _resolution()
-        if demo:
-            photos = demo_photos(demo)
-            sources = [p for p, _ in photos]
-            splits = {p.name: split for p, split in photos}
-        else:
-            sources = [_upload_path(f) for f in files]
-            splits = None
-            for p in sources:  # the uploaded copies are the subject's: erasure and retention delete them
-                if p.exists():
-                    manifest.register_external(sid, "app_temp", p)
-        report = intake(sources, sid, resolution=resolution, splits=splits)
+        with acting_as(sid):
+            set_retention(sid, {"default_days": days, "kinds": {}})
+            if demo:
+                photos = demo_photos(demo)
+                sources, splits = [p for p, _ in photos], {p.name: split for p, split in photos}
+            else:
+                sources, splits = [_upload_path(f) for f in files], None
+                for p in sources:  # the uploaded copies are the subject's: erasure and retention delete them
+                    if p.exists():
+                        manifest.register_external(sid, "app_temp", p)
+            report = intake(sources, sid, resolution=_resolution(), splits=splits)
+            store = SubjectStore(sid)
+            if demo:
+                sessions.update(sid, spec_subject={"demo": demo, "id": sid}, retention_days=days)
+            else:  # the runner takes the normalised photos back in from the store (idempotent: same hashes)
+                record = store.read_record() or {}
+                photos = [str(store.root / "photos" / f"{e['sha256']}.png") for e in record.get("accepted", [])]
+                sessions.update(sid, retention_days=days, **({"spec_subject": {"photos": photos, "id": sid}}
+                                                             if photos else {}))
+            gallery = [(_temp_copy(sid, store.root / a.crop, "crops"), f"{a.source}: accepted ({a.split})")
+                       for a in report.accepted]
     except gr.Error:
         raise
     except Exception as exc:  # noqa: BLE001
         raise _fail(exc) from None
-    if demo:
-        state["spec_subject"] = {"demo": demo, "id": sid}
-    else:  # the runner takes the normalised photos back in from the store (idempotent: same hashes)
-        record = store.read_record() or {}
-        photos = [str(store.root / "photos" / f"{e['sha256']}.png") for e in record.get("accepted", [])]
-        if photos:
-            state["spec_subject"] = {"photos": photos, "id": sid}
-    state["retention_days"] = days
-    gallery = [(_temp_copy(sid, store.root / a.crop, "crops"), f"{a.source}: accepted ({a.split})")
-               for a in report.accepted]
     rejected = [[r.source, r.reason] for r in report.rejected]
     summary = (f"**Subject `{sid}`**: {len(report.accepted)} accepted, {len(report.rejected)} rejected; "
                f"{report.train} training and {report.holdout} holdout photos in total. Kept {days} days.")
@@ -178,56 +156,62 @@ def _temp_copy(sid: str, src: Path, group: str) -> str:
 # ---------------------------------------------------------------------------------------------------
 # Recipes and Run tabs
 
-def recipe_choices() -> list[str]:
-    from workbench.recipes.registry import load_all
-
-    return [name for name in load_all() if name != "none"]
-
-
-def build_spec(sid: str, recipes: list[str], steps: int, images_per_prompt: int, sampling_steps: int,
-               days: int):
-    from workbench.errors import SpecError
-    from workbench.spec import parse_spec
-
-    state = _state(sid)
-    if "spec_subject" not in state:
-        raise gr.Error("no subject yet: take in photos (or a demo subject) on the Subject tab first")
-    entries = [{"name": "none"}]
-    for name in recipes or []:
-        entries.append({"name": name, "params": {"steps": int(steps)}})
-    data = {
-        "version": 1, "name": "app", "subject": state["spec_subject"], "backbone": BACKBONE, "device": "auto",
-        "recipes": entries, "prompts": dict(QUICK_PROMPTS), "images_per_prompt": int(images_per_prompt),
-        "sampling": {"steps": int(sampling_steps), "batch_size": 8},
-        "metrics": {"encoders": ["sface"], "mia_attacks": ["loss"]},
-        "tracking": {"wandb": "off"}, "retention": {"default_days": int(days)},
-    }
-    try:
-        return parse_spec(data, source="app")
-    except SpecError as exc:
-        raise gr.Error(str(exc)) from None
+def params_for(recipes: list[str], text: str) -> str:
+    """The recipe-parameters text after the ticked recipes changed (kept edits, defaults for new ones)."""
+    return form.params_text(recipes, text)
 
 
 @gpu
-def run_comparison(recipes: list[str], steps: float, images_per_prompt: float, sampling_steps: float,
-                   request: gr.Request, progress=gr.Progress()):  # noqa: B008 - gradio's injection idiom
-    """Train, sample and measure ``none`` + the chosen recipes; returns the per-recipe status (markdown)."""
+def run_comparison(recipes: list[str], params_text: str, backbone: str, with_identifier: str,
+                   without_identifier: str, images_per_prompt: float, sampling_steps: float,
+                   encoders: list[str], mia_attacks: list[str], wandb: str,
+                   request: gr.Request, profile: gr.OAuthProfile | None = None,
+                   progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - gradio's injection idiom
+    """Train, sample and measure ``none`` + the ticked recipes; returns the per-recipe status (markdown).
+
+    Cancel (:func:`cancel_run`) stops it at its next training step or stage; nothing of a cancelled run is shown
+    as a result (the Results tab keeps the last complete run)."""
     from workbench.runner import run_experiment
 
-    sid = subject_id_for(request)
-    state = _state(sid)
-    spec = build_spec(sid, recipes, int(steps), int(images_per_prompt), int(sampling_steps),
-                      state.get("retention_days", 30))
-
-    def report(stage: str, fraction: float) -> None:
-        progress(fraction, desc=stage)
-
-    started = time.time()
+    sid = who(request, profile).subject_id
+    state = sessions.state(sid)
+    if "spec_subject" not in state:
+        raise gr.Error("no subject yet: take in photos (or a demo subject) on the Subject tab first")
+    values = form.RecipeForm(recipes=list(recipes or []), params_text=params_text, backbone=backbone,
+                             with_identifier=with_identifier, without_identifier=without_identifier,
+                             images_per_prompt=int(images_per_prompt), sampling_steps=int(sampling_steps),
+                             encoders=tuple(encoders or ()), mia_attacks=tuple(mia_attacks or ()), wandb=wandb)
     try:
-        outcome = run_experiment(spec, progress=report)
+        spec = form.build_spec(state["spec_subject"], values, int(state.get("retention_days", 30)))
+    except UserError as exc:
+        raise gr.Error(str(exc)) from None
+    guard = sessions.guard(sid)
+    if guard.busy.locked():  # a cancelled run stops at its next stage; then this one starts
+        progress(0.0, desc="waiting for this subject's previous run to stop")
+    if not guard.busy.acquire(timeout=600):
+        raise gr.Error("a comparison of this subject is still running; cancel it or wait for it to finish")
+    stage, started = "start", time.time()
+
+    def report(name: str, fraction: float) -> None:
+        nonlocal stage
+        guard.check()  # raises Cancelled when the user pressed Cancel
+        stage = name
+        progress(fraction, desc=name)
+
+    try:
+        guard.cancel.clear()
+        with acting_as(sid):
+            outcome = run_experiment(spec, progress=report, should_stop=guard.cancel.is_set)
+        sessions.update(sid, run_dir=str(outcome.run_dir))
+    except Interrupted:  # the cancel, seen at a stage boundary or at a training step
+        return (f"**Cancelled** during `{stage}` after {time.time() - started:.1f} s. Nothing of this run is shown "
+                "as a result: the Results tab keeps your last complete run, if any. Models finished before the "
+                "cancel stay in your subject's store, and an identical run reuses them.")
     except Exception as exc:  # noqa: BLE001 - the run as a whole failed (e.g. no training photos)
         raise _fail(exc) from None
-    state["run_dir"] = str(outcome.run_dir)
+    finally:
+        guard.cancel.clear()
+        guard.busy.release()
     lines = [f"**Run finished in {time.time() - started:.1f} s** ({'all ok' if outcome.ok else 'with errors'})", ""]
     for name, s in outcome.status.items():
         if s.get("ok"):
@@ -237,55 +221,86 @@ def run_comparison(recipes: list[str], steps: float, images_per_prompt: float, s
     return "\n".join(lines)
 
 
+def cancel_run(request: gr.Request, profile: gr.OAuthProfile | None = None) -> str:
+    """Ask this session's running comparison to stop (at its next stage)."""
+    sid = who(request, profile).subject_id
+    if sessions.request_cancel(sid):
+        return "**Cancelling…** the run stops at its next training step or stage; nothing of it will be shown."
+    return "No comparison of yours is running."
+
+
 # ---------------------------------------------------------------------------------------------------
 # Results and Report tabs
 
 def _run_dir(sid: str) -> Path:
-    run = _state(sid).get("run_dir")
+    run = sessions.state(sid).get("run_dir")
     if not run or not (Path(run) / "results.json").is_file():
         raise gr.Error("no results yet: run a comparison on the Run tab first")
     return Path(run)
 
 
-def show_results(request: gr.Request):
+def show_results(request: gr.Request, profile: gr.OAuthProfile | None = None):
     """The scorecard (markdown table) and the report's figures."""
     from workbench.report.html import PLOTS_DIR
+    from workbench.report.schema import load_results
     from workbench.report.scorecard import scorecard, to_markdown
 
-    sid = subject_id_for(request)
+    sid = who(request, profile).subject_id
     run = _run_dir(sid)
-    results = json.loads((run / "results.json").read_text(encoding="utf-8"))
-    card = scorecard(results)
+    card = scorecard(load_results(run))
     table = to_markdown(card) + "\n\n**Membership inference**\n\n" + to_markdown(card, mia=True)
-    figures = [_temp_copy(sid, p, "plots") for p in sorted((run / PLOTS_DIR).glob("*.png"))]
+    with acting_as(sid):
+        figures = [_temp_copy(sid, p, "plots") for p in sorted((run / PLOTS_DIR).glob("*.png"))]
     return table, [(f, Path(f).stem) for f in figures]
 
 
-def report_files(request: gr.Request) -> list[str]:
-    """report.html and results.json of this session's last run, to download."""
+def report_files(request: gr.Request, profile: gr.OAuthProfile | None = None):
+    """report.html and results.json of this session's last run, and where its W&B mirror is (markdown)."""
     from workbench.report.html import REPORT_FILE
+    from workbench.tracking import mirror_status
 
-    sid = subject_id_for(request)
+    sid = who(request, profile).subject_id
     run = _run_dir(sid)
-    return [_temp_copy(sid, run / name, "report") for name in (REPORT_FILE, "results.json")
-            if (run / name).is_file()]
+    with acting_as(sid):
+        files = [_temp_copy(sid, run / name, "report") for name in (REPORT_FILE, "results.json")
+                 if (run / name).is_file()]
+    return files, wandb_note(mirror_status(run))
+
+
+def wandb_note(status: dict) -> str:
+    """The Report tab's line about Weights & Biases, from :func:`workbench.tracking.mirror_status`."""
+    from workbench import paths
+
+    mode = status["mode"]
+    if mode == "online" and status.get("url"):
+        return f"**Weights & Biases**: [open this run in W&B]({status['url']}) (project `{status['project']}`)."
+    if mode == "off":
+        return "**Weights & Biases**: tracking was off for this run; nothing was sent anywhere."
+    if mode == "offline" and status.get("offline_run"):
+        folder = Path(status["offline_run"])
+        shown = (f"$WORKBENCH_HOME/{folder.relative_to(paths.home())}" if folder.is_relative_to(paths.home())
+                 else folder.name)
+        return ("**Weights & Biases**: offline. The W&B run (metrics and tables only, no images) stays on the "
+                "machine that runs this app; nothing was uploaded. To put it in your own W&B account, run there "
+                f"`wandb login` and then `wandb sync {shown}`.")
+    return ("**Weights & Biases**: no mirror was written for this run (`WANDB_MODE=disabled`, or the mirror "
+            "failed; see the server log). The run folder and the report above are complete.")
 
 
 # ---------------------------------------------------------------------------------------------------
-# Data tab
+# Data tab and the end of a session
 
 def _when(t: float | None) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if t else "never"
 
 
-def stored_data(request: gr.Request):
+def stored_data(request: gr.Request, profile: gr.OAuthProfile | None = None):
     """What is stored for this session's subject: (markdown, rows of [kind, files, bytes, next expiry])."""
     from workbench.lifecycle import manifest
 
-    sid = subject_id_for(request)
-    arts = manifest.live(sid)
+    sid = who(request, profile).subject_id
     kinds: dict[str, list] = {}
-    for a in arts:
+    for a in manifest.live(sid):
         k = kinds.setdefault(a.kind, [0, 0, None])
         k[0] += 1
         k[1] += a.size
@@ -298,20 +313,34 @@ def stored_data(request: gr.Request):
     return f"Subject `{sid}`: {total} files stored.", rows
 
 
-def erase_now(request: gr.Request):
+def erase_now(request: gr.Request, profile: gr.OAuthProfile | None = None):
     """Erase this session's subject everywhere; returns (markdown with verification, receipt JSON)."""
+    import json
+
     from workbench.lifecycle.erasure import erase
     from workbench.lifecycle.verification import verify_erasure
 
-    sid = subject_id_for(request)
+    sid = who(request, profile).subject_id
+    if sessions.running(sid):
+        raise gr.Error("a comparison of this subject is running: cancel it on the Run tab first, then erase")
     try:
-        receipt = erase(sid)
+        with acting_as(sid):
+            receipt = erase(sid)
+            check = verify_erasure(sid)
     except Exception as exc:  # noqa: BLE001
         raise _fail(exc) from None
-    with _LOCK:
-        _SESSIONS.pop(sid, None)
-    check = verify_erasure(sid)
     text = (f"**Erased subject `{sid}`**: {receipt.files_deleted} files deleted, key destroyed: "
             f"{receipt.key_destroyed}. Verification: **{'ok' if check['ok'] else 'RESIDUAL FOUND'}**"
             f" ({len(check.get('residual', []))} residual).")
     return text, json.loads(receipt.to_json()) | {"verify_ok": bool(check["ok"])}
+
+
+def end_session(request: gr.Request, profile: gr.OAuthProfile | None = None) -> None:
+    """On a closed or reloaded tab (``demo.unload``): erase an anonymous session's subject, with a receipt
+    and audit-log lines, after stopping its run. A signed-in user's data stays (retention still applies)."""
+    try:
+        ident = identify(request, profile)
+    except ValueError:
+        return
+    if not ident.logged_in:
+        sessions.end_anonymous(ident.subject_id)

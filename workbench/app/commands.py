@@ -16,8 +16,9 @@ def _cmd_app(args) -> int:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub look-ups at launch; hub backbones need it unset
-    from workbench.app.ui import build_ui, launch_options
+    from workbench.app.ui import before_launch, build_ui, launch_options
 
+    before_launch()
     demo = build_ui()
     demo.queue(default_concurrency_limit=2)
     demo.launch(server_name=args.host, server_port=args.port, auth=args.auth, **launch_options())

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import os
+
 import workbench.app  # noqa: F401 - sets gradio's environment before gradio is imported
 from workbench import paths
 
 import gradio as gr  # isort: skip
 
-from workbench.app import callbacks as cb  # isort: skip
+from workbench.app import callbacks as cb, form  # isort: skip
 
 MAX_FILE_SIZE = "10mb"
 DELETE_CACHE = (3600, 24 * 3600)  # every hour, delete cached files older than a day (and all at shutdown)
+CSS = """
+.scorecard table { display: block; overflow-x: auto; }
+.scorecard th, .scorecard td { word-break: normal; overflow-wrap: normal; hyphens: none; }
+"""  # wide scorecards scroll sideways instead of breaking words letter by letter
+DATA_POLICY = """\
+**How long your data stays.** Signed in (Hugging Face on Spaces, or the app's password login): your subject
+is tied to your account through a pseudonymous id (never your name) and comes back after a reload, until you
+erase it or its retention ends. Not signed in: your subject is tied to this browser tab, and closing or
+reloading the tab erases it at once, with an erasure receipt in the audit log. Anything left behind (a
+crashed browser, a restarted server) is deleted when the server starts again or by the retention purge, after
+the days chosen on the Subject tab. *Erase now* deletes everything immediately and shows the receipt.
+"""
+
+
+def on_space() -> bool:
+    """On a Hugging Face Space (gradio's own test: ``SYSTEM=spaces`` and ``SPACE_ID``): show the HF login."""
+    return os.environ.get("SYSTEM") == "spaces" and bool(os.environ.get("SPACE_ID"))
 
 
 def blocked_paths() -> list[str]:
@@ -31,15 +50,62 @@ def blocked_paths() -> list[str]:
 def launch_options() -> dict:
     """The privacy settings every launch uses (docs/PRIVACY.md "The app"); no server_name here."""
     return {"max_file_size": MAX_FILE_SIZE, "allowed_paths": [], "blocked_paths": blocked_paths(),
-            "share": False, "show_error": True}
+            "share": False, "show_error": True, "css": CSS}
+
+
+def before_launch() -> list[str]:
+    """Call once before serving: finish interrupted erasures and erase anonymous subjects a previous server
+    left behind (their sessions ended with it). Returns the erased subject ids."""
+    from workbench.app.sessions import erase_anonymous_leftovers
+    from workbench.lifecycle import startup
+
+    startup()
+    return erase_anonymous_leftovers()
+
+
+def _recipes_tab() -> dict:
+    with_prompts, without_prompts = form.default_prompts()
+    gr.Markdown("The untouched base model (`none`) always runs as the control. Recipes come from the recipe "
+                "registry; defaults from the experiment spec (see `experiments/README.md`).")
+    with gr.Row():
+        recipes = gr.CheckboxGroup(label="Recipes", choices=form.recipe_choices(), value=["lora"], scale=2)
+        backbone = gr.Dropdown(label="Backbone", choices=form.backbone_choices(), value=form.DEFAULT_BACKBONE,
+                               allow_custom_value=True, scale=1,
+                               info="a registered backbone, a diffusers hub id (org/name)"
+                               + ("" if on_space() else " or a local diffusers folder"))
+    with gr.Row():
+        with_id = gr.Textbox(label="Prompts that ask for the person (one per line)", value=with_prompts, lines=4,
+                             info="must contain {identifier}; may use {class_noun}")
+        without_id = gr.Textbox(label="Prompts that do not (concept bleed; one per line)", value=without_prompts,
+                                lines=4, info="must not contain {identifier}")
+    with gr.Row():
+        images = gr.Slider(1, 8, value=1, step=1, label="Images per prompt")
+        sampling = gr.Slider(2, 50, value=10, step=1, label="Sampling steps")
+    with gr.Row():
+        encoders = gr.CheckboxGroup(label="Identity encoders", choices=form.encoder_choices(),
+                                    value=form.DEFAULT_ENCODERS)
+        attacks = gr.CheckboxGroup(label="Membership-inference attacks", choices=form.attack_choices(),
+                                   value=form.DEFAULT_ATTACKS)
+        wandb = gr.Radio(label="Weights & Biases", choices=["off", "offline", "online"], value="offline",
+                         info="offline: stays on the server; online: the server's own W&B account")
+    params = gr.Code(label="Recipe parameters (YAML or JSON)", language="yaml", interactive=True,
+                     value=form.params_text(["lora"]))
+    recipes.change(cb.params_for, [recipes, params], [params], api_name=False)
+    return {"recipes": recipes, "params": params, "backbone": backbone, "with_id": with_id,
+            "without_id": without_id, "images": images, "sampling": sampling, "encoders": encoders,
+            "attacks": attacks, "wandb": wandb}
 
 
 def build_ui() -> gr.Blocks:
-    """The app: choices come from the demo-subject list and the recipe registry (cheap: no models load)."""
+    """The app: choices come from the registries and the spec (cheap: no models load)."""
     with gr.Blocks(title="Headshot privacy workbench", analytics_enabled=False,
                    delete_cache=DELETE_CACHE) as demo:
-        gr.Markdown("# Headshot privacy workbench\nCompare personalised fine-tuning recipes on one subject: "
-                    "identity fidelity, leakage, and deletion. Your data is tied to this browser session.")
+        with gr.Row():
+            gr.Markdown("# Headshot privacy workbench\nCompare personalised fine-tuning recipes on one subject: "
+                        "identity fidelity, leakage, and deletion.")
+            if on_space():
+                gr.LoginButton(scale=0)
+        who_md = gr.Markdown()
         with gr.Tab("Subject", id="subject"):
             with gr.Row():
                 files = gr.File(label="Photos of one person (JPEG/PNG)", file_count="multiple",
@@ -52,22 +118,23 @@ def build_ui() -> gr.Blocks:
             crops = gr.Gallery(label="Accepted (aligned crops)", columns=8, height="auto")
             rejected = gr.Dataframe(headers=["photo", "reason rejected"], label="Rejected", interactive=False)
         with gr.Tab("Recipes", id="recipes"):
-            gr.Markdown("The untouched base model (`none`) always runs as the control.")
-            recipes = gr.CheckboxGroup(label="Recipes", choices=cb.recipe_choices(), value=["lora"])
-            steps = gr.Slider(1, 400, value=50, step=1, label="Training steps per recipe")
-            images = gr.Slider(1, 8, value=1, step=1, label="Images per prompt")
-            sampling = gr.Slider(2, 50, value=10, step=1, label="Sampling steps")
+            r = _recipes_tab()
         with gr.Tab("Run", id="run"):
-            run_btn = gr.Button("Run comparison", variant="primary")
+            with gr.Row():
+                run_btn = gr.Button("Run comparison", variant="primary", scale=3)
+                cancel_btn = gr.Button("Cancel", variant="stop", scale=1)
             run_md = gr.Markdown()
         with gr.Tab("Results", id="results"):
             results_btn = gr.Button("Show results")
-            table = gr.Markdown()
-            figures = gr.Gallery(label="Figures", columns=3, height="auto")
+            table = gr.Markdown(elem_classes=["scorecard"])
+            figures = gr.Gallery(label="Figures (as in the HTML report; click to enlarge)", columns=3, height="auto",
+                                 object_fit="contain")
         with gr.Tab("Report", id="report"):
             report_btn = gr.Button("Prepare downloads")
             downloads = gr.File(label="report.html and results.json", file_count="multiple", interactive=False)
+            wandb_md = gr.Markdown()
         with gr.Tab("Data", id="data"):
+            gr.Markdown(DATA_POLICY)
             data_btn = gr.Button("What is stored?")
             data_md = gr.Markdown()
             data_table = gr.Dataframe(headers=["kind", "files", "bytes", "first expiry"], interactive=False)
@@ -75,12 +142,17 @@ def build_ui() -> gr.Blocks:
             erase_md = gr.Markdown()
             receipt = gr.JSON(label="Erasure receipt")
 
+        demo.load(cb.whoami, None, [who_md], api_name="whoami")
+        demo.unload(cb.end_session)
         intake_btn.click(cb.intake_photos, [files, demo_name, consent, days], [intake_md, crops, rejected],
                          api_name="intake")
-        run_btn.click(cb.run_comparison, [recipes, steps, images, sampling], [run_md], api_name="run",
-                      concurrency_limit=1)
+        run_inputs = [r[k] for k in ("recipes", "params", "backbone", "with_id", "without_id", "images", "sampling",
+                                     "encoders", "attacks", "wandb")]
+        run_event = run_btn.click(cb.run_comparison, run_inputs, [run_md], api_name="run", concurrency_limit=1)
+        cancel_btn.click(cb.cancel_run, None, [run_md], api_name="cancel_run", cancels=[run_event])
         results_btn.click(cb.show_results, None, [table, figures], api_name="results")
-        report_btn.click(cb.report_files, None, [downloads], api_name="report")
+        report_btn.click(cb.report_files, None, [downloads, wandb_md], api_name="report")
         data_btn.click(cb.stored_data, None, [data_md, data_table], api_name="data")
-        erase_btn.click(cb.erase_now, None, [erase_md, receipt], api_name="erase")
+        erase_btn.click(cb.erase_now, None, [erase_md, receipt], api_name="erase").then(
+            cb.stored_data, None, [data_md, data_table], api_name=False)
     return demo

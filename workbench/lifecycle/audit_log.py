@@ -11,17 +11,21 @@ What a chain cannot do: someone who can write the data root can rewrite the whol
 consistently. Copy ``audit.head.json`` (or receipts) somewhere they cannot write to make that detectable.
 
 Subjects appear by pseudonymous id only; artifacts by sha256; never a name or a file name. ``actor``
-is ``$WORKBENCH_ACTOR`` (the app sets it to the session's user id) or the OS user.
+is the one set by :func:`acting_as` (the app: the session's pseudonymous subject id), else
+``$WORKBENCH_ACTOR``, else the OS user.
 """
 
 from __future__ import annotations
 
+import contextvars
 import getpass
 import hashlib
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from workbench import paths
@@ -52,7 +56,22 @@ def line_hash(entry: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+_ACTOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("workbench_audit_actor", default=None)
+
+
+@contextmanager
+def acting_as(actor: str) -> Iterator[None]:
+    """Lines appended in this block (this thread or task only) name ``actor``; use a pseudonymous id."""
+    token = _ACTOR.set(actor)
+    try:
+        yield
+    finally:
+        _ACTOR.reset(token)
+
+
 def _actor() -> str:
+    if _ACTOR.get():
+        return _ACTOR.get()
     if os.environ.get("WORKBENCH_ACTOR"):
         return os.environ["WORKBENCH_ACTOR"]
     try:

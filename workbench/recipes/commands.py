@@ -98,7 +98,8 @@ def _cmd_train(args) -> int:
     from workbench.recipes.engine import TrainJob
 
     subject = load_subject(args.subject)
-    job = TrainJob(base=args.backbone, train_images=list(subject.train), subject_id=args.subject,
+    job = TrainJob(base=args.backbone, train_images=list(subject.train), holdout_images=list(subject.holdout),
+                   subject_id=args.subject,
                    out_dir=args.out, identifier=args.identifier, class_noun=args.class_noun,
                    device=args.device, seed=args.seed, resolution=subject.resolution,
                    checkpoint_every=args.checkpoint_every)

@@ -12,7 +12,16 @@ What is shared here, what a recipe supplies (:class:`Hooks`):
   text embeddings while the text side is frozen, bf16 autocast where the hardware runs it, AdamW,
   gradient clipping, the loss log, checkpoints and resume, and the atomic final artifact;
 - recipe: which parameters train (``prepare``), whether the text embeddings depend on them,
-  extra loss terms (DreamBooth's prior preservation), and how the artifact is saved (``save``).
+  extra loss terms (prior preservation), how gradients are formed when not by plain backprop and
+  clipping (DP-SGD, ``Setup.backward``), and how the artifact is saved (``save``).
+
+Leakage-aware options every training recipe takes (:class:`~workbench.recipes.registry.TrainingParams`):
+``max_steps_per_photo`` caps the optimiser steps at that many per training photo; with
+``early_stopping_patience`` the loop evaluates the denoising loss on the subject's *holdout* photos
+every ``eval_every`` steps (fixed noise and timesteps, so evaluations are comparable), stops after
+that many evaluations without improvement and keeps the best weights. The holdout photos are also
+the membership non-members and the identity reference, so early stopping selects the model on them
+(through one scalar per evaluation); the report says so.
 
 A run folder ``out_dir`` holds ``job.json`` (what is being trained), ``loss.jsonl`` (one line per
 step), ``checkpoint/step-NNNNNN/`` while training, and ``artifact/`` (with ``DONE.json``) at the
@@ -31,16 +40,15 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from workbench.errors import UserError
+from workbench.errors import Interrupted, UserError
 from workbench.lifecycle import manifest
 from workbench.recipes.artifacts import ARTIFACT, DONE, FORMAT_VERSION, read_done
 from workbench.recipes.registry import RecipeParams
@@ -69,10 +77,12 @@ class TrainJob:
     resolution: int = 64  # training images are resized to resolution × resolution
     checkpoint_every: int = 50  # steps between checkpoints (0: none)
     compile: bool = False  # torch.compile the UNet (pays off on CUDA for long runs only)
+    holdout_images: list[Path] = field(default_factory=list)  # early stopping's validation photos
 
     def __post_init__(self):
         self.out_dir = Path(self.out_dir)
         self.train_images = [Path(p) for p in self.train_images]
+        self.holdout_images = [Path(p) for p in self.holdout_images]
         if not self.train_images:
             raise UserError("the job has no training images; the subject's train split is empty")
         if "{identifier}" not in self.instance_prompt:
@@ -90,6 +100,10 @@ class Setup:
     param_groups: list[dict]  # AdamW groups: {"params": [...], "lr": ..., optional "weight_decay"}
     text_trainable: bool = False  # text embeddings depend on trained weights: recompute every step
     extra_loss: Callable[[Step], torch.Tensor] | None = None  # added to the instance loss
+    backward: Callable[[Step, LatentSet, str], dict] | None = None  # sets .grad (None: backprop + clipping)
+    autocast: bool = True  # False: train in fp32 even where bf16 autocast is available
+    details: Callable[[int], dict] | None = None  # steps run -> extra fields for DONE.json["details"]
+    close: Callable[[], None] | None = None  # called once training ends, before the artifact is saved
 
 
 @dataclass
@@ -106,6 +120,20 @@ class Hooks:
     save: Callable | None = None  # save(pipe, folder) -> {role: file name}; see artifacts.py
 
 
+def hooks_for(recipe: str, params, **kw) -> Hooks:
+    """:class:`Hooks` for a recipe whose params are :class:`~workbench.recipes.registry.TrainingParams`."""
+    return Hooks(recipe=recipe, params=params, steps=params.steps, batch_size=params.batch_size,
+                 max_grad_norm=params.max_grad_norm, **kw)
+
+
+def planned_steps(hooks: Hooks, n_photos: int) -> int:
+    """``hooks.steps``, capped at ``max_steps_per_photo`` × training photos when that is set."""
+    cap = getattr(hooks.params, "max_steps_per_photo", None)
+    if cap is None or hooks.steps == 0:
+        return hooks.steps
+    return min(hooks.steps, max(1, int(cap * n_photos)))
+
+
 @dataclass(frozen=True)
 class TrainResult:
     recipe: str
@@ -115,16 +143,18 @@ class TrainResult:
     seconds: float  # training time over all sessions (excludes loading and saving)
     final_loss: float | None  # mean instance loss over the last ≤10 steps
     param_hash: str  # sha256 over the artifact's tensors (see param_hash)
+    details: dict = field(default_factory=dict)  # steps planned/run, early stopping, DP accounting
 
     @classmethod
     def from_folder(cls, folder: Path) -> TrainResult:
         d = read_done(folder)
         return cls(d["recipe"], Path(folder), d["identifier"], d["steps"], d["seconds"], d["final_loss"],
-                   d["param_hash"])
+                   d["param_hash"], d.get("details", {}))
 
 
-class Stopped(Exception):
-    """Raised by :func:`run` when ``stop_after`` is reached: the run stops as if killed there."""
+class Stopped(Interrupted):
+    """Raised by :func:`run` at ``stop_after`` or when ``should_stop()`` says so: the run stops as if
+    killed there, with a checkpoint of the last step, so rerunning the same job resumes it."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -217,9 +247,17 @@ class Step:
 
     def loss(self, latents: LatentSet, prompt: str) -> torch.Tensor:
         """One Monte-Carlo estimate of the DDPM loss on a random batch of ``latents`` under ``prompt``."""
-        g, b = self.generator, self.batch_size
-        idx = torch.randint(len(latents), (b,), generator=g).to(latents.mean.device)
-        z0 = latents.sample(idx, g)  # (B, C, h, w)
+        idx = torch.randint(len(latents), (self.batch_size,), generator=self.generator)
+        return self.losses(latents, prompt, idx).mean()
+
+    def losses(self, latents: LatentSet, prompt: str, idx: torch.Tensor, *, model=None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-sample DDPM losses (B,) of the rows ``idx`` of ``latents``: fresh z₀, ε and t for each.
+
+        ``model``: the UNet to call (default ``pipe.unet``; DP-SGD passes its per-sample-gradient
+        wrapper); ``generator``: the draws' source (default the loop's)."""
+        g, b = generator or self.generator, len(idx)
+        z0 = latents.sample(idx.to(latents.mean.device), g)  # (B, C, h, w)
         noise = torch.randn(z0.shape, generator=g).to(self.device)  # ε ~ N(0, I)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=g).to(self.device)
         zt = self.scheduler.add_noise(z0, noise, t)  # z_t = √ᾱ_t z₀ + √(1-ᾱ_t) ε
@@ -229,17 +267,101 @@ class Step:
             target = noise
         cond = self.text(prompt).expand(b, -1, -1)
         with self.autocast():
-            pred = self.pipe.unet(zt, t, cond).sample
-        return F.mse_loss(pred.float(), target.float())
+            pred = (model or self.pipe.unet)(zt, t, cond).sample
+        return (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+
+
+def plain_backward(setup: Setup, params: list, max_grad_norm: float) -> Callable[[Step, LatentSet, str], dict]:
+    """The default gradient: backprop of the batch loss (+ extra loss), then global-norm clipping."""
+
+    def backward(step: Step, instance: LatentSet, prompt: str) -> dict:
+        loss = step.loss(instance, prompt)
+        extra = setup.extra_loss(step) if setup.extra_loss else None
+        (loss if extra is None else loss + extra).backward()
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        return {"loss": loss.item()} | ({} if extra is None else {"extra_loss": extra.item()})
+
+    return backward
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when the holdout denoising loss has not improved for ``patience`` evaluations; keep the best.
+
+    Each evaluation draws the same z₀, ε and t (a generator seeded alike every time: common random
+    numbers), ``DRAWS`` per holdout photo, so successive values differ only through the weights."""
+
+    patience: int
+    every: int
+    latents: LatentSet  # the holdout photos (rows 0..N-1; their mirrors are not evaluated)
+    prompt: str
+    DRAWS = 4
+    best: float = float("inf")
+    best_step: int = 0
+    bad: int = 0
+    history: list = field(default_factory=list)  # [step, holdout loss] per evaluation
+    best_tensors: dict | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.bad >= self.patience
+
+    def evaluate(self, step: Step, done: int, trainable: dict) -> float:
+        n = len(self.latents) // 2
+        idx = torch.arange(n).repeat(self.DRAWS)
+        with torch.no_grad():
+            value = step.losses(self.latents, self.prompt, idx, generator=torch.Generator().manual_seed(1234)).mean()
+        value = value.item()
+        self.history.append([done, round(value, 6)])
+        if value < self.best:
+            self.best, self.best_step, self.bad = value, done, 0
+            self.best_tensors = {k: v.detach().to("cpu", copy=True) for k, v in trainable.items()}
+        else:
+            self.bad += 1
+        return value
+
+    def state(self) -> dict:
+        return {"best": self.best, "best_step": self.best_step, "bad": self.bad, "history": self.history}
+
+    def load(self, state: dict | None, tensors: dict | None) -> None:
+        if state:
+            self.best, self.best_step, self.bad, self.history = (
+                state["best"], state["best_step"], state["bad"], state["history"])
+            self.best_tensors = tensors
+
+    def restore_best(self, trainable: dict) -> None:
+        if self.best_tensors is not None:
+            with torch.no_grad():
+                for name, p in trainable.items():
+                    p.copy_(self.best_tensors[name].to(p.device))
+
+    def summary(self, steps_run: int) -> dict:
+        return {"patience": self.patience, "eval_every": self.every, "best_step": self.best_step,
+                "best_holdout_loss": self.best, "stopped_at": steps_run, "stopped_early": self.stopped,
+                "history": self.history}
+
+
+def _early_stopping(hooks: Hooks, pipe, job: TrainJob, prompt: str) -> EarlyStopping | None:
+    patience = getattr(hooks.params, "early_stopping_patience", None)
+    if patience is None:
+        return None
+    if not job.holdout_images:
+        raise UserError("early_stopping_patience needs holdout photos (the job has none): give the subject a "
+                        "holdout split, or remove early_stopping_patience")
+    return EarlyStopping(patience, hooks.params.eval_every, encode_images(pipe, job.holdout_images, job.resolution),
+                         prompt)
 
 
 # ---------------------------------------------------------------------------------------------------
 # The loop
 
 
-def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None) -> TrainResult:
+def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None,
+        should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train ``hooks``'s recipe on ``job``; resume from a checkpoint; write the artifact atomically.
 
+    ``should_stop``: polled after every step; when it returns true the run checkpoints and stops
+    (raises :class:`Stopped`): how the app cancels a run mid-training.
     ``stop_after``: stop (raise :class:`Stopped`) once this many steps are done and checkpointed, as
     if the process had been killed there (for tests and pre-emptible machines).
     """
@@ -252,8 +374,10 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None) -> TrainR
     _check_job(out, job, hooks)
     _clean_temp(out)
     token = hooks.token or job.identifier
-    if hooks.steps == 0:
-        return _finish(job, hooks, None, token, seconds=0.0)
+    total = planned_steps(hooks, len(job.train_images))
+    if total == 0:
+        return _finish(job, hooks, None, token, seconds=0.0, steps_run=0,
+                       details={"steps_planned": 0, "steps_cap": None, "steps_run": 0})
 
     from workbench.backbones.registry import load_backbone
     from workbench.device import autocast_dtype, resolve_device
@@ -274,6 +398,7 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None) -> TrainR
         raise RuntimeError(f"recipe {hooks.recipe} made no parameter trainable")
     pipe.unet.train(any(n.startswith("unet.") for n in trainable))
     pipe.text_encoder.train(any(n.startswith("text_encoder.") for n in trainable))
+    amp = amp if setup.autocast else None
     restore = _cast_frozen(pipe.unet, amp)
     if job.compile:
         pipe.unet.compile()
@@ -283,45 +408,61 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None) -> TrainR
     generator = torch.Generator().manual_seed(job.seed)
     step = Step(pipe, hooks.batch_size, generator, amp, setup.text_trainable)
     prompt = job.instance_prompt.format(identifier=token, class_noun=job.class_noun)
+    params = list(trainable.values())
+    backward = setup.backward or plain_backward(setup, params, hooks.max_grad_norm)
+    stopper = _early_stopping(hooks, pipe, job, prompt)
 
-    start, seconds = _resume(out, trainable, optimizer, generator, device)
+    start, seconds, state = _resume(out, trainable, optimizer, generator, device)
+    if stopper is not None:
+        stopper.load(state.get("early"), state.get("best_tensors"))
     loss_log = out / LOSS_LOG
     _truncate_log(loss_log, job.subject_id, start)
     if not loss_log.exists():  # registered before the first line, so a killed run leaves nothing unlisted
         loss_log.touch()
         manifest.register(job.subject_id, "record", loss_log)
-    params = list(trainable.values())
-    bar = tqdm(range(start, hooks.steps), initial=start, total=hooks.steps, desc=hooks.recipe,
-               unit="step", mininterval=1.0)
+    bar = tqdm(range(start, total), initial=start, total=total, desc=hooks.recipe, unit="step", mininterval=1.0)
+    done = start
     for i in bar:
+        if stopper is not None and stopper.stopped:
+            break  # resumed after the stopping evaluation
         t0 = time.perf_counter()
-        loss = step.loss(instance, prompt)
-        extra = setup.extra_loss(step) if setup.extra_loss else None
-        total = loss if extra is None else loss + extra
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(params, hooks.max_grad_norm)
+        row = {"step": i + 1} | backward(step, instance, prompt)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        row = {"step": i + 1, "loss": loss.item()}
-        if extra is not None:
-            row["extra_loss"] = extra.item()
+        done = i + 1
+        if stopper is not None and (done % stopper.every == 0 or done == total):
+            row["holdout_loss"] = stopper.evaluate(step, done, trainable)
         row["seconds"] = round(time.perf_counter() - t0, 5)
         seconds += row["seconds"]
         with open(loss_log, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
-        bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
-        done = i + 1
-        if job.checkpoint_every and done % job.checkpoint_every == 0 and done < hooks.steps:
-            _save_checkpoint(out, job.subject_id, trainable, optimizer, generator, done, seconds)
-        if stop_after is not None and done >= stop_after and done < hooks.steps:
+        if row.get("loss") is not None:
+            bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+        if stopper is not None and stopper.stopped:
+            break
+        if job.checkpoint_every and done % job.checkpoint_every == 0 and done < total:
+            _save_checkpoint(out, job.subject_id, trainable, optimizer, generator, done, seconds, stopper)
+        cancelled = should_stop is not None and should_stop()
+        if (cancelled or (stop_after is not None and done >= stop_after)) and done < total:
+            if cancelled and not (job.checkpoint_every and done % job.checkpoint_every == 0):
+                _save_checkpoint(out, job.subject_id, trainable, optimizer, generator, done, seconds, stopper)
             bar.close()
             manifest.register(job.subject_id, "record", loss_log)
-            raise Stopped(f"stopped after step {done} of {hooks.steps}")
+            raise Stopped(f"stopped after step {done} of {total}")
     bar.close()
+    details = {"steps_planned": hooks.steps, "steps_cap": total if total < hooks.steps else None,
+               "steps_run": done}
+    if stopper is not None:
+        stopper.restore_best(trainable)
+        details["early_stopping"] = stopper.summary(done)
+    if setup.details is not None:
+        details |= setup.details(done)
+    if setup.close is not None:
+        setup.close()
     restore()
     pipe.unet.eval()
     pipe.text_encoder.eval()
-    return _finish(job, hooks, pipe, token, seconds)
+    return _finish(job, hooks, pipe, token, seconds, steps_run=done, details=details)
 
 
 def _named_trainable(pipe):
@@ -362,7 +503,8 @@ def _job_record(job: TrainJob, hooks: Hooks) -> dict:
         "identifier": job.identifier, "class_noun": job.class_noun,
         "instance_prompt": job.instance_prompt, "class_prompt": job.class_prompt,
         "seed": job.seed, "resolution": job.resolution,
-    }
+    } | ({"holdout_images": [manifest.sha256_file(p) for p in job.holdout_images]}
+         if getattr(hooks.params, "early_stopping_patience", None) is not None else {})
 
 
 def _check_job(out: Path, job: TrainJob, hooks: Hooks) -> None:
@@ -416,7 +558,7 @@ def _read_log(path: Path) -> list[dict]:
 # written under a temporary name and renamed into place, so the newest one is always complete.
 
 
-def _save_checkpoint(out, subject_id, trainable, optimizer, generator, step, seconds) -> None:
+def _save_checkpoint(out, subject_id, trainable, optimizer, generator, step, seconds, stopper=None) -> None:
     import io
 
     from safetensors.torch import save_file
@@ -433,6 +575,10 @@ def _save_checkpoint(out, subject_id, trainable, optimizer, generator, step, sec
              "rng_torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["rng_cuda"] = torch.cuda.get_rng_state_all()
+    if stopper is not None:
+        state["early"] = stopper.state()
+        if stopper.best_tensors is not None:
+            save_file({k: v.contiguous() for k, v in stopper.best_tensors.items()}, tmp / "best.safetensors")
     torch.save(state, tmp / "state.pt")
     final = root / f"step-{step:06d}"
     os.replace(tmp, final)
@@ -443,13 +589,13 @@ def _save_checkpoint(out, subject_id, trainable, optimizer, generator, step, sec
             shutil.rmtree(old)
 
 
-def _resume(out, trainable, optimizer, generator, device) -> tuple[int, float]:
-    """Load the newest checkpoint, if any: → (steps done, training seconds so far)."""
+def _resume(out, trainable, optimizer, generator, device) -> tuple[int, float, dict]:
+    """Load the newest checkpoint, if any: → (steps done, training seconds so far, saved loop state)."""
     from safetensors.torch import load_file
 
     folders = sorted((out / CHECKPOINT).glob("step-*"))
     if not folders:
-        return 0, 0.0
+        return 0, 0.0, {}
     folder = folders[-1]
     saved = load_file(folder / "trainable.safetensors", device=str(device))
     if set(saved) != set(trainable):
@@ -463,8 +609,10 @@ def _resume(out, trainable, optimizer, generator, device) -> tuple[int, float]:
     torch.set_rng_state(state["rng_torch"])
     if "rng_cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng_cuda"])
+    if (folder / "best.safetensors").exists():
+        state["best_tensors"] = load_file(folder / "best.safetensors")
     log.info("resuming %s from step %d", out, state["step"])
-    return int(state["step"]), float(state["seconds"])
+    return int(state["step"]), float(state["seconds"]), state
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -506,20 +654,21 @@ def param_hash(folder: Path) -> str:
     return h.hexdigest()
 
 
-def _finish(job: TrainJob, hooks: Hooks, pipe, token: str, seconds: float) -> TrainResult:
+def _finish(job: TrainJob, hooks: Hooks, pipe, token: str, seconds: float, steps_run: int,
+            details: dict | None = None) -> TrainResult:
     from workbench.backbones.registry import resolve_backbone
 
     out = job.out_dir.resolve()
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=".artifact-"))
     try:
         files = hooks.save(pipe, tmp) if hooks.save else {}
-        losses = [r["loss"] for r in _read_log(out / LOSS_LOG)]
+        losses = [r["loss"] for r in _read_log(out / LOSS_LOG) if r.get("loss") is not None]
         source = resolve_backbone(job.base)
         done = {
             "format": FORMAT_VERSION,
             "recipe": hooks.recipe,
             "params": hooks.params.model_dump(mode="json"),
-            "steps": hooks.steps,
+            "steps": steps_run,
             "seconds": round(seconds, 3),
             "final_loss": float(np.mean(losses[-10:])) if losses else None,
             "base": job.base,
@@ -533,6 +682,7 @@ def _finish(job: TrainJob, hooks: Hooks, pipe, token: str, seconds: float) -> Tr
             "resolution": job.resolution,
             "files": files,
             "param_hash": param_hash(tmp),
+            "details": details or {},
             "created": time.time(),
         }
         (tmp / DONE).write_text(json.dumps(done, indent=1), encoding="utf-8")

@@ -14,14 +14,14 @@ from typing import Annotated
 from pydantic import Field
 
 from workbench.errors import UserError
-from workbench.recipes.registry import TrainingParams, register_recipe
+from workbench.recipes.registry import PriorParams, TrainingParams, register_recipe
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
-class Params(TrainingParams):
+class Params(PriorParams, TrainingParams):
     steps: Annotated[int, Field(ge=1)] = 200  # optimiser steps (tiny-face on a CPU: ~1 min)
     lr: Annotated[float, Field(gt=0)] = 1e-3  # AdamW learning rate (SD 1.5: 1e-4)
     batch_size: Annotated[int, Field(ge=1)] = 4  # images per step
@@ -71,18 +71,18 @@ def save_lora(pipe, folder: Path, text_encoder: bool) -> dict[str, str]:
 
 
 def hooks(params: Params):
-    from workbench.recipes import engine
+    from workbench.recipes import engine, prior
 
     def prepare(pipe, job):
+        extra = prior.prior_loss(pipe, job, params)  # off unless prior_preservation: true
         trained = add_lora(pipe.unet, params, params.target_modules)
         if params.train_text_encoder:
             trained += add_lora(pipe.text_encoder, params, TEXT_TARGETS)
         return engine.Setup(param_groups=[{"params": trained, "lr": params.lr}],
-                            text_trainable=params.train_text_encoder)
+                            text_trainable=params.train_text_encoder, extra_loss=extra)
 
-    return engine.Hooks(recipe="lora", params=params, steps=params.steps, batch_size=params.batch_size,
-                        max_grad_norm=params.max_grad_norm, prepare=prepare,
-                        save=lambda pipe, folder: save_lora(pipe, folder, params.train_text_encoder))
+    return engine.hooks_for("lora", params, prepare=prepare,
+                            save=lambda pipe, folder: save_lora(pipe, folder, params.train_text_encoder))
 
 
 @register_recipe("lora", Params, "LoRA adapters on the UNet attention (optionally the text encoder)")

@@ -43,8 +43,7 @@ def hooks(params: Params, job):
     def save(pipe, folder):
         return textual_inversion.save_embeds(pipe, folder, token) | lora.save_lora(pipe, folder, False)
 
-    return engine.Hooks(recipe="pivotal", params=params, steps=params.steps, batch_size=params.batch_size,
-                        max_grad_norm=params.max_grad_norm, token=token, prepare=prepare, save=save)
+    return engine.hooks_for("pivotal", params, token=token, prepare=prepare, save=save)
 
 
 @register_recipe("pivotal", Params, "pivotal tuning: a new token embedding and UNet LoRA, trained jointly")

@@ -78,9 +78,8 @@ def hooks(params: Params, job):
         return engine.Setup(param_groups=[{"params": [weight], "lr": params.lr, "weight_decay": 0.0}],
                             text_trainable=True)
 
-    return engine.Hooks(recipe="textual_inversion", params=params, steps=params.steps,
-                        batch_size=params.batch_size, max_grad_norm=params.max_grad_norm, token=token,
-                        prepare=prepare, save=lambda pipe, folder: save_embeds(pipe, folder, token))
+    return engine.hooks_for("textual_inversion", params, token=token, prepare=prepare,
+                            save=lambda pipe, folder: save_embeds(pipe, folder, token))
 
 
 @register_recipe("textual_inversion", Params, "a new token embedding for the subject; the model is frozen")

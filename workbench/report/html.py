@@ -273,6 +273,104 @@ def scorecard_html(results: dict, card: Scorecard | None = None, with_style: boo
                 + _table_html(card, card.other_columns, results, groups=False)) if card.other_columns else ""))
 
 
+def _clean_twin(i: int, rows: list[dict]) -> int | None:
+    """The row that ran the same recipe, parameters and seed on the clean photos (for a protected row)."""
+    row = rows[i]
+    for j, other in enumerate(rows):
+        if (j != i and other["status"] == "ok" and other["train"] and other["recipe"] == row["recipe"]
+                and other["params"] == row["params"] and other["seed"] == row["seed"]
+                and other["train"].get("photos", "clean") == "clean"):
+            return j
+    return None
+
+
+def _fidelity_change(i: int, rows: list[dict]) -> str:
+    """ISM holdout of a protected row minus its clean twin's: how far protection cut identity fidelity."""
+    j = _clean_twin(i, rows)
+    key = "identity.ism_holdout"
+    if j is None or rows[i]["metrics"].get(key, {}).get("value") is None \
+            or rows[j]["metrics"].get(key, {}).get("value") is None:
+        return ""
+    mine, theirs = pointer("rows", i, "metrics", key, "value"), pointer("rows", j, "metrics", key, "value")
+    delta = rows[i]["metrics"][key]["value"] - rows[j]["metrics"][key]["value"]
+    return (f'<span class="n">ISM holdout {num(Num(delta, f"diff({mine},{theirs})", "signed"))} vs '
+            f'{txt(rows[j]["label"], pointer("rows", j, "label"))} on clean photos</span>')
+
+
+def _training_cells(i: int, row: dict) -> list[str]:
+    """One row of the training table: photos, steps, step cap, early stopping, DP accounting, protection."""
+    train = row["train"]
+    p = pointer("rows", i, "train")
+    details = train.get("details") or {}
+    d = p + "/details"
+    planned = details.get("steps_planned")
+    steps = num(Num(train["steps"], p + "/steps", "int")) + (
+        "" if planned is None else " of " + num(Num(planned, d + "/steps_planned", "int")))
+    cap = num(Num(details["steps_cap"], d + "/steps_cap", "int")) if details.get("steps_cap") is not None else "none"
+    early = details.get("early_stopping")
+    stop = ("off" if not early else
+            f"best at step {num(Num(early['best_step'], d + '/early_stopping/best_step', 'int'))}, "
+            f"ran to {num(Num(early['stopped_at'], d + '/early_stopping/stopped_at', 'int'))}")
+    dp = details.get("privacy")
+    q = d + "/privacy"
+    eps = (f"ε = {num(Num(dp['epsilon'], q + '/epsilon'))}" if dp and dp["epsilon"] is not None
+           else "no guarantee (no noise: ε is infinite)")
+    dp_text = ("not private" if not dp else
+               f"{eps} at δ = {num(Num(dp['delta'], q + '/delta', 'g3'))}"
+               f"<span class=\"n\">σ = {num(Num(dp['noise_multiplier'], q + '/noise_multiplier'))}, q = "
+               f"{num(Num(dp['sample_rate'], q + '/sample_rate'))}, C = "
+               f"{num(Num(dp['max_grad_norm'], q + '/max_grad_norm', 'g3'))}</span>")
+    prot = train.get("protection")
+    r = p + "/protection"
+    photos = txt(train["photos"], p + "/photos") if "photos" in train else "clean"
+    if prot:
+        psnr, eps = prot["psnr_db"], num(Num(prot["params"]["epsilon"], r + "/params/epsilon"))
+        photos += (f" ({txt(prot['method'], r + '/method')}, ε = {eps}"
+                   f", largest change {num(Num(prot['linf'], r + '/linf'))})<span class=\"n\">PSNR "
+                   f"{num(Num(psnr['value'], r + '/psnr_db/value', 'g3'))} dB "
+                   f"[{num(Num(psnr['ci_low'], r + '/psnr_db/ci_low', 'g3'))}, "
+                   f"{num(Num(psnr['ci_high'], r + '/psnr_db/ci_high', 'g3'))}], n = "
+                   f"{num(Num(psnr['n'], r + '/psnr_db/n', 'int'))}</span>")
+    return [photos, steps, cap, stop, dp_text]
+
+
+def training_html(results: dict) -> str:
+    """How each model was trained: the photos it saw (protected or not), steps, leakage-aware options, DP ε."""
+    rows = [(i, r) for i, r in enumerate(results["rows"]) if r["status"] == "ok" and r["train"]
+            and (r["train"].get("details") is not None or "photos" in r["train"])]
+    if not rows:
+        return ""
+    heads = ("recipe", "training photos", "steps run", "step cap", "early stopping (holdout loss)",
+             "differential privacy (per photo)")
+    body = []
+    for i, row in rows:
+        label = txt(row["label"], pointer("rows", i, "label"))
+        seed = num(Num(row["seed"], pointer("rows", i, "seed"), "int"))
+        cells = _training_cells(i, row)
+        if row["train"].get("photos") == "protected":
+            cells[0] += _fidelity_change(i, results["rows"])
+        cells = "".join(f"<td>{c}</td>" for c in cells)
+        body.append(f'<tr><td class="rowhead">{label}<span class="n">seed {seed}</span></td>{cells}</tr>')
+    dp = next(((i, r) for i, r in rows if (r["train"].get("details") or {}).get("privacy")), None)
+    statement = ""
+    if dp:
+        q = pointer("rows", dp[0], "train", "details", "privacy")
+        priv = dp[1]["train"]["details"]["privacy"]
+        statement = (f"<p><b>What the differential privacy here protects</b> (unit: {txt(priv['unit'], q + '/unit')}):"
+                     f" {txt(priv['protects'], q + '/protects')}. <b>What it does not:</b> "
+                     f"{txt(priv['does_not_protect'], q + '/does_not_protect')}. ε is the accountant's "
+                     f"({txt(priv['accountant'], q + '/accountant')}) for the steps actually run; lower is more "
+                     "private. Read it beside the same row's identity fidelity and membership-inference numbers.</p>")
+    return ('<h2 id="training">Training and defences</h2>'
+            "<p>What each model was trained on and how: protected photos (an Anti-DreamBooth perturbation within ε "
+            "in the model's pixel scale; PSNR against the originals, higher = less visible), the steps run, the "
+            "leakage-aware options (a cap on steps per photo, early stopping on the holdout denoising loss), and, for "
+            "DP-SGD recipes, the privacy accountant's ε at δ with the noise multiplier σ, sampling rate q and "
+            "clipping bound C.</p>" + statement
+            + '<div class="scroll"><table class="card"><tr>' + "".join(f"<th>{esc(h)}</th>" for h in heads)
+            + "</tr>" + "".join(body) + "</table></div>")
+
+
 def gallery_html(results: dict, run_dir: Path) -> str:
     """Closest generations beside their nearest training photo, per recipe and seed."""
     run_dir = Path(run_dir)
@@ -372,14 +470,16 @@ def render_report(results: dict, run_dir: Path, spec: dict | None = None,
                   figures: dict[str, bytes | None] | None = None) -> str:
     """The whole page as a string (figures: name → PNG bytes, drawn here when not given)."""
     card = scorecard(results)
+    training = training_html(results)
     figures = figures if figures is not None else draw_figures(results)
     notes = "".join(f"<li>{segments(n)}</li>" for n in sample_size_notes(results))
     nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t in (
-        ("grades", "Risk grades"), ("scorecard", "Scorecard"), ("frontier", "Frontier"),
+        ("grades", "Risk grades"), ("scorecard", "Scorecard"), ("training", "Training"), ("frontier", "Frontier"),
         ("gallery", "Closest generations"), ("distances", "Distances"), ("roc", "MIA ROC"),
-        ("samples", "Sample sizes"), ("methods", "Methods")))
+        ("samples", "Sample sizes"), ("methods", "Methods")) if a != "training" or training)
     body = (
         header_html(results) + f"<nav>{nav}</nav>" + grades_html(card, results) + scorecard_html(results, card)
+        + training
         + _plot("Fidelity–leakage frontier", "frontier", figures.get("frontier"),
                 "Up and to the left is better: identity fidelity (ISM against the holdout photos, or the verification "
                 "rate where no ISM could be measured) against a leakage "

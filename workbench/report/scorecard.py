@@ -106,7 +106,7 @@ class Num:
 
     value: float | int | None
     src: str
-    fmt: str = "f3"  # "f3": 0.123, "int": 15, "signed": +0.123
+    fmt: str = "f3"  # "f3": 0.123, "int": 15, "signed": +0.123, "g3": 1e-05 / 35.3
 
     @property
     def text(self) -> str:
@@ -120,6 +120,8 @@ def format_num(value: float | int | None, fmt: str = "f3") -> str:
         return str(int(value))
     if fmt == "signed":
         return f"{value:+.3f}"
+    if fmt == "g3":  # small or large magnitudes (δ = 1e-05, PSNR 35.3): three significant digits
+        return f"{value:.3g}"
     return f"{value:.3f}"
 
 

@@ -2,6 +2,10 @@
 
     workbench intake PHOTO_OR_DIR ... --subject ID [--resolution 64] [--holdout-fraction 0.25]
     workbench intake --demo Colin_Powell --subject demo-01 [--download-lfw] [--json]
+    workbench intake ... --protect aspl [--protect-epsilon 0.05] [--protect-rounds 20] [--backbone tiny-face]
+
+With ``--protect`` the accepted training photos also get Anti-DreamBooth-protected copies
+(:mod:`workbench.subjects.protect`) against the backbone, for recipes run with ``photos: protected``.
 
 Prints what was accepted (content hash, split) and what was rejected and why, as a table or JSON.
 Exits 0 when at least one photo was accepted, else 2. Heavy imports happen only when the command runs.
@@ -36,6 +40,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="share of photos held out for evaluation (default 0.25)")
     p.add_argument("--detector", default="yunet", help="face detector: yunet (default, offline) or scrfd")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--protect", choices=("aspl", "fsmg"), default=None,
+                   help="also make Anti-DreamBooth-protected copies of the training photos (ASPL or FSMG)")
+    p.add_argument("--protect-epsilon", type=float, default=0.05,
+                   help="protection budget, L-inf in the model's [-1, 1] pixel scale (default 0.05, ~6/255)")
+    p.add_argument("--protect-rounds", type=int, default=20, help="protection rounds (default 20)")
+    p.add_argument("--backbone", default="tiny-face", help="the model the protection is computed against")
+    p.add_argument("--device", default="auto", help="device for the protection: auto, cpu, cuda, mps")
     p.set_defaults(func=run_intake)
 
 
@@ -74,9 +85,31 @@ def run_intake(args: argparse.Namespace) -> int:
     report = intake(sources, args.subject, resolution=args.resolution, holdout_fraction=args.holdout_fraction,
                     splits=splits or None, detector=args.detector)
     print(report.to_json() if args.json else _table(report))
+    if args.protect and report.accepted:
+        print(_protect(args), file=sys.stderr if args.json else sys.stdout)
     if not report.accepted:
         print(f"error: no photo was accepted for subject {args.subject}; see the reasons above, "
               "fix or replace the photos and run intake again", file=sys.stderr)
         return 2
     return 0
 
+
+
+def _protect(args: argparse.Namespace) -> str:
+    from pydantic import ValidationError
+
+    from workbench.device import resolve_device
+    from workbench.subjects.protect import ProtectParams, protect_subject
+    from workbench.subjects.store import load_subject
+
+    try:
+        params = ProtectParams(method=args.protect, epsilon=args.protect_epsilon, rounds=args.protect_rounds)
+    except ValidationError as exc:
+        field = exc.errors()[0]["loc"][0]
+        raise UserError(f"--protect-{str(field).replace('_', '-')}: {exc.errors()[0]['msg']}") from None
+    subject = load_subject(args.subject)
+    done = protect_subject(subject, args.backbone, params, resolve_device(args.device))
+    psnr = done.report["psnr_db"]
+    return (f"protected {done.report['n']} training photos ({params.method}, epsilon {params.epsilon}): "
+            f"PSNR {psnr['value']:.1f} dB [{psnr['ci_low']:.1f}, {psnr['ci_high']:.1f}], largest change "
+            f"{done.report['linf_levels']} of 255 levels; in {done.paths[0].parent}")
