@@ -130,26 +130,74 @@ def test_a_target_epsilon_gives_the_smallest_noise_that_meets_it():
         dp_lora.noise_for(dp_lora.Params(target_epsilon=1e-6), 1.0, 10_000)
 
 
-def test_dp_lora_records_the_accountants_epsilon_for_the_steps_it_ran(random_base, crops, tmp_path, home):
+def dp_job(random_base, crops, out, **kw) -> engine.TrainJob:
+    return engine.TrainJob(base=str(random_base), train_images=crops, subject_id=SUBJECT, out_dir=out, device="cpu",
+                           checkpoint_every=0, **kw)
+
+
+def test_dp_lora_records_the_accountants_epsilon_for_the_steps_it_ran(random_base, crops, tmp_path, home,
+                                                                      monkeypatch):
+    from opacus import GradSampleModule
+
+    closed = []
+    real_remove = GradSampleModule.remove_hooks
+    monkeypatch.setattr(GradSampleModule, "remove_hooks", lambda self: (closed.append(1), real_remove(self))[1])
     recipe = registry.get_recipe("dp_lora")
-    params = recipe.params(steps=6, batch_size=2, target_epsilon=20.0, max_grad_norm=0.01)
-    job = engine.TrainJob(base=str(random_base), train_images=crops, subject_id=SUBJECT, out_dir=tmp_path / "run",
-                          device="cpu", checkpoint_every=0)
-    result = recipe.train(job, params)
+    # 24 steps capped at 1.5 per photo: 6 steps, and sigma is set so that those 6 meet the target
+    params = recipe.params(steps=24, batch_size=2, target_epsilon=20.0, max_grad_norm=0.01, max_steps_per_photo=1.5)
+    result = recipe.train(dp_job(random_base, crops, tmp_path / "run"), params)
     privacy = read_done(result.artifact_dir)["details"]["privacy"]
     q = 2 / len(crops)
-    assert privacy["sample_rate"] == pytest.approx(q) and privacy["steps"] == 6
+    assert privacy["sample_rate"] == pytest.approx(q) and privacy["steps"] == result.steps == 6
     assert privacy["epsilon"] == pytest.approx(dp_lora.epsilon(privacy["noise_multiplier"], q, 6, 1e-5), abs=1e-4)
-    assert privacy["epsilon"] <= 20.0 and privacy["unit"] == "one training photo"
-    assert "identity" in privacy["does_not_protect"]
+    assert 20.0 - 0.02 <= privacy["epsilon"] <= 20.0
+    assert privacy["unit"] == "one training photo" and "identity" in privacy["does_not_protect"]
+    assert "not recorded" in privacy["noise_seed"]
     rows = [json.loads(x) for x in (tmp_path / "run" / "loss.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 7)) and all("clipped" in r and "batch" in r for r in rows)
-    pipe = load_personalised(str(random_base), result.artifact_dir, "cpu")
-    assert not hasattr(pipe.unet, "autograd_grad_sample_hooks"), "Opacus hooks must not reach the artifact"
+    assert closed == [1], "Opacus' hooks are removed from the trained UNet before it is saved"
+    load_personalised(str(random_base), result.artifact_dir, "cpu")
+
+
+def test_a_run_stopped_early_reports_the_epsilon_of_the_steps_it_ran(random_base, crops, tmp_path, home):
+    recipe = registry.get_recipe("dp_lora")
+    params = recipe.params(steps=12, batch_size=2, target_epsilon=10.0, lr=0.5, seeded_noise=True,
+                           early_stopping_patience=1, eval_every=1)
+    job = dp_job(random_base, crops[:2], tmp_path / "run", holdout_images=crops[2:])
+    result = recipe.train(job, params)
+    details = read_done(result.artifact_dir)["details"]
+    privacy, early = details["privacy"], details["early_stopping"]
+    assert early["stopped_early"] and privacy["steps"] == result.steps == early["stopped_at"] < 12, early
+    assert privacy["epsilon"] == pytest.approx(dp_lora.epsilon(privacy["noise_multiplier"], 1.0, result.steps, 1e-5),
+                                               abs=1e-4)
+    assert privacy["epsilon"] < 10.0 - 0.5  # sigma was set for 12 steps; fewer ran, so less privacy was spent
+
+
+def test_the_noise_is_not_derived_from_the_job_seed_unless_asked(random_base, crops, tmp_path, home):
+    recipe = registry.get_recipe("dp_lora")
+
+    def run(name, **kw):
+        params = recipe.params(steps=2, batch_size=2, noise_multiplier=1.0, **kw)
+        return recipe.train(dp_job(random_base, crops, tmp_path / name), params).param_hash
+
+    assert run("a") != run("b"), "two runs with the same job seed must draw different noise"
+    assert run("c", seeded_noise=True) == run("d", seeded_noise=True)
+
+
+def test_a_weight_without_per_sample_gradients_is_refused():
+    import torch.nn as nn
+
+    w = nn.Parameter(torch.zeros(3))
+    w.grad_sample = torch.zeros(2, 3)
+    dp_lora.check_per_sample([w], ["ok"], 2)
+    w.grad_sample = None
+    with pytest.raises(RuntimeError, match="no per-sample gradient for unet.x"):
+        dp_lora.check_per_sample([w], ["unet.x"], 2)
 
 
 @pytest.mark.parametrize("bad, field", [
     ({"target_epsilon": 8.0, "noise_multiplier": 1.0}, "exactly one of target_epsilon"),
+    ({"noise_multiplier": -1.0}, "noise_multiplier"),
     ({"train_text_encoder": True}, "train_text_encoder"),
     ({"prior_preservation": True}, "prior_preservation"),
     ({"delta": 1.5}, "delta"),

@@ -387,6 +387,10 @@ def test_cli_intake_can_protect_the_training_photos(tmp_path, home):
     bad = run_cli("intake", str(FIXTURE / "Colin_Powell"), "--subject", "cli-3", "--protect", "aspl",
                   "--protect-epsilon", "2", home=home)
     assert bad.returncode != 0 and "--protect-epsilon" in bad.stderr and "Traceback" not in bad.stderr
+    tiny = run_cli("intake", str(FIXTURE / "Colin_Powell"), "--subject", "cli-4", "--protect", "aspl",
+                   "--protect-epsilon", "0.005", home=home)
+    assert tiny.returncode != 0 and "below one 8-bit level" in tiny.stderr
+    assert not (home / "subjects" / "cli-4").exists(), "a bad option fails before intake"
 
 
 def test_paths_stay_in_the_test_home(home):

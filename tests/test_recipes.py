@@ -28,7 +28,7 @@ FAST = {
     "dreambooth": {"steps": 3, "batch_size": 2, "num_class_images": 2, "class_image_steps": 2},
     "textual_inversion": {"steps": 3, "batch_size": 2},
     "pivotal": {"steps": 3, "batch_size": 2},
-    "dp_lora": {"steps": 3, "batch_size": 2, "noise_multiplier": 1.0, "target_epsilon": None},
+    "dp_lora": {"steps": 3, "batch_size": 2, "noise_multiplier": 1.0, "seeded_noise": True},
 }
 
 

@@ -148,7 +148,9 @@ def test_a_bad_swept_value_names_the_sweep_field_and_clashing_labels_are_refused
     assert "recipes[1].sweep.rank: Input should be a valid integer" in msg and "got 'x'" in msg
     assert "recipes[1].sweep.rank: Input should be greater than or equal to 1" in msg
     clash = [{"name": "none"}, {"name": "toy", "sweep": {"rank": [2]}}, {"name": "toy", "label": "toy-rank-2"}]
-    assert "has label 'toy-rank-2'" in problems_of(spec_with(recipes=clash))
+    assert "recipes[2]: label 'toy-rank-2' is already used by recipes[1]" in problems_of(spec_with(recipes=clash))
+    long = [{"name": "none"}, {"name": "toy", "label": "x" * 60, "sweep": {"rank": [2]}}]
+    assert "recipes[1].sweep: the generated label" in problems_of(spec_with(recipes=long))
 
 
 def test_protected_photos_need_a_protection_and_get_their_own_label():

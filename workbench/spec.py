@@ -423,10 +423,10 @@ def parse_spec(data: dict[str, Any], base_dir: str | Path | None = None, source:
         )
         err.problems = problems
         raise err
-    try:
-        spec.recipes = _check_recipes(_expand_sweeps(spec, params))  # params fully defaulted by each Params model
-    except ValueError as exc:
-        raise SpecError(f"{source}: 1 problem in the experiment spec\n  recipes (after sweeps): {exc}") from None
+    spec.recipes, problems = _expand_sweeps(spec, params)  # params fully defaulted by each Params model
+    if problems:
+        raise SpecError(f"{source}: {len(problems)} problem{'s' if len(problems) > 1 else ''} in the experiment "
+                        "spec\n" + "\n".join(f"  {p}" for p in problems))
     if base_dir is not None:
         _resolve_paths(spec, Path(base_dir))
     return spec
@@ -476,15 +476,22 @@ def _sweep_label(label: str, combo: dict[str, Any]) -> str:
     return "-".join([label] + [f"{k}-{word(v)}" for k, v in combo.items()])
 
 
-def _expand_sweeps(spec: Spec, params: dict[int, list[dict[str, Any]]]) -> list[RecipeEntry]:
-    """One entry per swept combination, labelled ``<label>-<param>-<value>``; params fully defaulted."""
-    out = []
+def _expand_sweeps(spec: Spec, params: dict[int, list[dict[str, Any]]]) -> tuple[list[RecipeEntry], list[str]]:
+    """One entry per swept combination, labelled ``<label>-<param>-<value>``, params fully defaulted;
+    and the problems with the generated labels, named by the spec's own entry index."""
+    out, origin, problems = [], {}, []
     for i, entry in enumerate(spec.recipes):
-        combos = sweep_combinations(entry.sweep)
-        for combo, values in zip(combos, params[i], strict=True):
+        for combo, values in zip(sweep_combinations(entry.sweep), params[i], strict=True):
             label = _sweep_label(entry.label, combo) if entry.sweep else entry.label
+            if label in origin:
+                problems.append(f"recipes[{i}]: label {label!r} is already used by recipes[{origin[label]}]; "
+                                "give each entry (and each swept entry's base) a unique `label:`")
+            elif not _SLUG.match(label):
+                problems.append(f"recipes[{i}].sweep: the generated label {label!r} is longer than 64 characters; "
+                                "give the entry a shorter `label:`")
+            origin.setdefault(label, i)
             out.append(entry.model_copy(update={"params": values, "label": label, "sweep": {}}))
-    return out
+    return out, problems
 
 
 def _resolve_paths(spec: Spec, base: Path) -> None:

@@ -23,13 +23,26 @@ membership-inference numbers should sit near the control). It does **not** prote
 the face common to all photos is learned from all of them, and record-level DP never hides what
 every record shares. With ε large enough to learn a likeness, the model still makes the person.
 
-Trains in fp32 (per-sample norms are what the guarantee rests on). No text-encoder LoRA and no prior
-preservation here: every trained weight must pass through the per-sample clipping.
+What the guarantee covers: the trained weights (and so the model file and everything sampled from it).
+It does not cover the training log (``loss.jsonl``: per-step loss, batch size, how many photos were
+clipped) or ``final_loss``, which are computed from the photos without noise; they stay in the
+subject's store and are erased with the model. Choosing C or the learning rate by looking at runs on
+the same photos is also outside the accounting.
+
+The sampling and noise come from a generator seeded from the operating system's randomness (its state
+is kept only in checkpoints, which go once the model is final): anyone holding the job's seed could
+otherwise regenerate the noise and subtract it. ``seeded_noise: true`` seeds it from the job seed
+instead, for reproducible tests, and voids the guarantee against whoever knows the seed.
+
+Trains in fp32 (per-sample norms are what the guarantee rests on). No text-encoder LoRA, no prior
+preservation and no ``torch.compile`` here: every trained weight must pass through Opacus' per-sample
+hooks, and the loop checks that it did.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 import warnings
 from typing import Annotated
 
@@ -50,15 +63,17 @@ class Params(lora.Params):
     lr: Annotated[float, Field(gt=0)] = 1e-3  # AdamW learning rate
     batch_size: Annotated[int, Field(ge=1)] = 4  # expected photos per step: sampling rate q = batch_size / N
     max_grad_norm: Annotated[float, Field(gt=0)] = 0.005  # C, per-photo clipping bound (tiny-face norms ~0.005)
-    target_epsilon: Annotated[float | None, Field(gt=0)] = 8.0  # epsilon to reach at delta over `steps`...
+    target_epsilon: Annotated[float | None, Field(gt=0)] = None  # epsilon to reach at delta (default 8) ...
     noise_multiplier: Annotated[float | None, Field(ge=0)] = None  # ... or sigma given directly (not both)
     delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5  # delta of (epsilon, delta)-DP; must be below 1/N
+    seeded_noise: bool = False  # true: noise from the job seed (reproducible; no guarantee against the seed)
 
     @model_validator(mode="after")
     def _dp_choices(self) -> Params:
-        if (self.target_epsilon is None) == (self.noise_multiplier is None):
-            raise ValueError("give exactly one of target_epsilon (e.g. 8) or noise_multiplier (e.g. 1.0); "
-                             "set the other to null")
+        if self.target_epsilon is not None and self.noise_multiplier is not None:
+            raise ValueError("give exactly one of target_epsilon (e.g. 8) or noise_multiplier (e.g. 1.0), not both")
+        if self.target_epsilon is None and self.noise_multiplier is None:
+            self.target_epsilon = 8.0
         if self.train_text_encoder:
             raise ValueError("train_text_encoder: dp_lora clips per-photo gradients of the UNet LoRA only; "
                              "set it to false")
@@ -105,7 +120,7 @@ def clip_and_noise(params: list, clip: float, sigma: float, expected_batch: floa
     import torch
 
     samples = [getattr(p, "grad_sample", None) for p in params]
-    if samples[0] is None:  # an empty Poisson batch: the step is noise only
+    if all(g is None for g in samples):  # an empty Poisson batch: the step is noise only
         norms, summed = torch.zeros(0), [torch.zeros_like(p) for p in params]
     else:
         norms = torch.stack([g.flatten(1).pow(2).sum(1) for g in samples]).sum(0).sqrt()  # (B,)
@@ -123,6 +138,16 @@ def _finite(eps: float) -> float | None:
     return None if math.isinf(eps) else round(eps, 4)
 
 
+def check_per_sample(params: list, names: list[str], batch: int) -> None:
+    """Every trained weight got a per-sample gradient for each photo in the batch: else no DP claim holds."""
+    for name, p in zip(names, params, strict=True):
+        g = getattr(p, "grad_sample", None)
+        if g is None or g.shape[0] != batch:
+            raise RuntimeError(f"Opacus computed no per-sample gradient for {name} (got "
+                               f"{None if g is None else tuple(g.shape)} for a batch of {batch}); dp_lora cannot "
+                               "train it privately: use the default target_modules and no torch.compile")
+
+
 def hooks(params: Params):
     import torch
 
@@ -131,27 +156,32 @@ def hooks(params: Params):
     def prepare(pipe, job):
         from opacus import GradSampleModule
 
+        if job.compile:
+            raise UserError("dp_lora does not run under torch.compile (Opacus' per-sample hooks); set compile off")
         trained = lora.add_lora(pipe.unet, params, params.target_modules)
+        names = [n for n, p in pipe.unet.named_parameters() if "lora_" in n]
+        everything = [p for m in (pipe.unet, pipe.text_encoder, pipe.vae) for p in m.parameters() if p.requires_grad]
+        if {id(p) for p in everything} != {id(p) for p in trained}:
+            raise RuntimeError("dp_lora: some trainable weight is not a LoRA weight under per-sample clipping")
         n = len(job.train_images)
-        if params.delta >= 1 / n:
-            raise UserError(f"delta {params.delta} must be below 1/N = 1/{n} (N training photos); lower it")
         q = sample_rate(params, n)
         sigma = noise_for(params, q, engine.planned_steps(hooks_, n))
         model = GradSampleModule(pipe.unet, batch_first=True, loss_reduction="sum", strict=False)
+        rng = torch.Generator().manual_seed(job.seed if params.seeded_noise else secrets.randbits(63))
 
         def backward(step, instance, prompt):
-            chosen = torch.nonzero(torch.rand(n, generator=step.generator) < q).flatten()
-            flips = torch.randint(2, (len(chosen),), generator=step.generator)
+            chosen = torch.nonzero(torch.rand(n, generator=rng) < q).flatten()  # Poisson sampling
+            flips = torch.randint(2, (len(chosen),), generator=rng)
             row = {"batch": len(chosen), "loss": None}
             if len(chosen):
                 losses = step.losses(instance, prompt, chosen + n * flips, model=model)
                 with warnings.catch_warnings():  # inputs never need grad here; Opacus' hooks still fire
                     warnings.filterwarnings("ignore", message="Full backward hook is firing")
                     losses.sum().backward()
+                check_per_sample(trained, names, len(chosen))
                 row["loss"] = losses.mean().item()
-            norms = clip_and_noise(trained, params.max_grad_norm, sigma, q * n, step.generator)
-            row["clipped"] = sum(v > params.max_grad_norm for v in norms)  # how often C binds: tune C by it
-            row["grad_norm_max"] = round(max(norms), 6) if norms else None
+            norms = clip_and_noise(trained, params.max_grad_norm, sigma, q * n, rng)
+            row["clipped"] = sum(v > params.max_grad_norm for v in norms)  # how often C binds (not private)
             return row
 
         def details(steps_run):
@@ -164,10 +194,13 @@ def hooks(params: Params):
                 "n_photos": n,
                 "protects": "whether any single photo was in the training set (membership of one photo)",
                 "does_not_protect": "the identity: the face shared by all photos is learned from all of them",
+                "covers": "the trained weights; not the training log (per-step losses, clip counts) kept beside them",
+                "noise_seed": "the job seed (reproducible, no guarantee against whoever knows it)"
+                if params.seeded_noise else "operating-system randomness, not recorded",
             }}
 
         return engine.Setup(param_groups=[{"params": trained, "lr": params.lr}], backward=backward,
-                            autocast=False, details=details, close=model.remove_hooks)
+                            autocast=False, details=details, close=model.remove_hooks, generators={"dp": rng})
 
     hooks_ = engine.hooks_for("dp_lora", params, prepare=prepare,
                               save=lambda pipe, folder: lora.save_lora(pipe, folder, False))
@@ -178,4 +211,7 @@ def hooks(params: Params):
 def train(job, params: Params, **loop):
     from workbench.recipes import engine
 
+    n = len(job.train_images)
+    if params.delta >= 1 / n:  # checked before any model loads
+        raise UserError(f"delta {params.delta} must be below 1/N = 1/{n} (N training photos); lower it")
     return engine.run(job, hooks(params), **loop)

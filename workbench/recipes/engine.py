@@ -35,6 +35,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -104,6 +105,7 @@ class Setup:
     autocast: bool = True  # False: train in fp32 even where bf16 autocast is available
     details: Callable[[int], dict] | None = None  # steps run -> extra fields for DONE.json["details"]
     close: Callable[[], None] | None = None  # called once training ends, before the artifact is saved
+    generators: dict[str, torch.Generator] = field(default_factory=dict)  # more RNGs saved in checkpoints
 
 
 @dataclass
@@ -131,7 +133,7 @@ def planned_steps(hooks: Hooks, n_photos: int) -> int:
     cap = getattr(hooks.params, "max_steps_per_photo", None)
     if cap is None or hooks.steps == 0:
         return hooks.steps
-    return min(hooks.steps, max(1, int(cap * n_photos)))
+    return min(hooks.steps, max(1, math.floor(cap * n_photos + 1e-9)))
 
 
 @dataclass(frozen=True)
@@ -288,6 +290,9 @@ def plain_backward(setup: Setup, params: list, max_grad_norm: float) -> Callable
 class EarlyStopping:
     """Stop when the holdout denoising loss has not improved for ``patience`` evaluations; keep the best.
 
+    The best weights are kept in CPU memory and in each checkpoint: for full fine-tunes (DreamBooth)
+    that is a second copy of the UNet (about 3.4 GB at SD 1.5 in fp32).
+
     Each evaluation draws the same z₀, ε and t (a generator seeded alike every time: common random
     numbers), ``DRAWS`` per holdout photo, so successive values differ only through the weights."""
 
@@ -335,9 +340,10 @@ class EarlyStopping:
                 for name, p in trainable.items():
                     p.copy_(self.best_tensors[name].to(p.device))
 
-    def summary(self, steps_run: int) -> dict:
+    def summary(self, steps_run: int, steps_planned: int) -> dict:
         return {"patience": self.patience, "eval_every": self.every, "best_step": self.best_step,
-                "best_holdout_loss": self.best, "stopped_at": steps_run, "stopped_early": self.stopped,
+                "best_holdout_loss": self.best, "stopped_at": steps_run,
+                "stopped_early": self.stopped and steps_run < steps_planned,
                 "history": self.history}
 
 
@@ -345,9 +351,6 @@ def _early_stopping(hooks: Hooks, pipe, job: TrainJob, prompt: str) -> EarlyStop
     patience = getattr(hooks.params, "early_stopping_patience", None)
     if patience is None:
         return None
-    if not job.holdout_images:
-        raise UserError("early_stopping_patience needs holdout photos (the job has none): give the subject a "
-                        "holdout split, or remove early_stopping_patience")
     return EarlyStopping(patience, hooks.params.eval_every, encode_images(pipe, job.holdout_images, job.resolution),
                          prompt)
 
@@ -370,6 +373,9 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None,
         _check_job(out, job, hooks)
         log.info("%s is already trained; reusing it", out / ARTIFACT)
         return TrainResult.from_folder(out / ARTIFACT)
+    if getattr(hooks.params, "early_stopping_patience", None) is not None and not job.holdout_images:
+        raise UserError("early_stopping_patience needs holdout photos (the job has none): give the subject a "
+                        "holdout split, or remove early_stopping_patience")
     out.mkdir(parents=True, exist_ok=True)
     _check_job(out, job, hooks)
     _clean_temp(out)
@@ -412,7 +418,8 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None,
     backward = setup.backward or plain_backward(setup, params, hooks.max_grad_norm)
     stopper = _early_stopping(hooks, pipe, job, prompt)
 
-    start, seconds, state = _resume(out, trainable, optimizer, generator, device)
+    generators = {"loop": generator} | setup.generators
+    start, seconds, state = _resume(out, trainable, optimizer, generators, device)
     if stopper is not None:
         stopper.load(state.get("early"), state.get("best_tensors"))
     loss_log = out / LOSS_LOG
@@ -441,11 +448,11 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None,
         if stopper is not None and stopper.stopped:
             break
         if job.checkpoint_every and done % job.checkpoint_every == 0 and done < total:
-            _save_checkpoint(out, job.subject_id, trainable, optimizer, generator, done, seconds, stopper)
+            _save_checkpoint(out, job.subject_id, trainable, optimizer, generators, done, seconds, stopper)
         cancelled = should_stop is not None and should_stop()
         if (cancelled or (stop_after is not None and done >= stop_after)) and done < total:
             if cancelled and not (job.checkpoint_every and done % job.checkpoint_every == 0):
-                _save_checkpoint(out, job.subject_id, trainable, optimizer, generator, done, seconds, stopper)
+                _save_checkpoint(out, job.subject_id, trainable, optimizer, generators, done, seconds, stopper)
             bar.close()
             manifest.register(job.subject_id, "record", loss_log)
             raise Stopped(f"stopped after step {done} of {total}")
@@ -454,7 +461,7 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None,
                "steps_run": done}
     if stopper is not None:
         stopper.restore_best(trainable)
-        details["early_stopping"] = stopper.summary(done)
+        details["early_stopping"] = stopper.summary(done, total)
     if setup.details is not None:
         details |= setup.details(done)
     if setup.close is not None:
@@ -558,7 +565,7 @@ def _read_log(path: Path) -> list[dict]:
 # written under a temporary name and renamed into place, so the newest one is always complete.
 
 
-def _save_checkpoint(out, subject_id, trainable, optimizer, generator, step, seconds, stopper=None) -> None:
+def _save_checkpoint(out, subject_id, trainable, optimizer, generators, step, seconds, stopper=None) -> None:
     import io
 
     from safetensors.torch import save_file
@@ -571,8 +578,8 @@ def _save_checkpoint(out, subject_id, trainable, optimizer, generator, step, sec
     buf = io.BytesIO()
     torch.save(optimizer.state_dict(), buf)
     (tmp / "optimizer.pt").write_bytes(buf.getvalue())
-    state = {"step": step, "seconds": seconds, "rng_loop": generator.get_state(),
-             "rng_torch": torch.get_rng_state()}
+    state = {"step": step, "seconds": seconds, "rng_torch": torch.get_rng_state()}
+    state |= {f"rng_{name}": g.get_state() for name, g in generators.items()}
     if torch.cuda.is_available():
         state["rng_cuda"] = torch.cuda.get_rng_state_all()
     if stopper is not None:
@@ -589,7 +596,7 @@ def _save_checkpoint(out, subject_id, trainable, optimizer, generator, step, sec
             shutil.rmtree(old)
 
 
-def _resume(out, trainable, optimizer, generator, device) -> tuple[int, float, dict]:
+def _resume(out, trainable, optimizer, generators, device) -> tuple[int, float, dict]:
     """Load the newest checkpoint, if any: → (steps done, training seconds so far, saved loop state)."""
     from safetensors.torch import load_file
 
@@ -605,7 +612,8 @@ def _resume(out, trainable, optimizer, generator, device) -> tuple[int, float, d
             p.copy_(saved[name])
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
     state = torch.load(folder / "state.pt", weights_only=True)
-    generator.set_state(state["rng_loop"])
+    for name, g in generators.items():
+        g.set_state(state[f"rng_{name}"])
     torch.set_rng_state(state["rng_torch"])
     if "rng_cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng_cuda"])

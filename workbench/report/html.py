@@ -358,7 +358,9 @@ def training_html(results: dict) -> str:
         priv = dp[1]["train"]["details"]["privacy"]
         statement = (f"<p><b>What the differential privacy here protects</b> (unit: {txt(priv['unit'], q + '/unit')}):"
                      f" {txt(priv['protects'], q + '/protects')}. <b>What it does not:</b> "
-                     f"{txt(priv['does_not_protect'], q + '/does_not_protect')}. ε is the accountant's "
+                     f"{txt(priv['does_not_protect'], q + '/does_not_protect')}."
+                     + (f" It covers {txt(priv['covers'], q + '/covers')}." if "covers" in priv else "")
+                     + " ε is the accountant's "
                      f"({txt(priv['accountant'], q + '/accountant')}) for the steps actually run; lower is more "
                      "private. Read it beside the same row's identity fidelity and membership-inference numbers.</p>")
     return ('<h2 id="training">Training and defences</h2>'

@@ -69,6 +69,7 @@ def _table(report: IntakeReport) -> str:
 def run_intake(args: argparse.Namespace) -> int:
     from workbench.subjects.intake import intake
 
+    protection = _protect_params(args) if args.protect else None  # a bad option fails before any work
     sources: list[Path] = list(args.photos)
     splits: dict[str, str] = {}
     if args.demo:
@@ -85,8 +86,8 @@ def run_intake(args: argparse.Namespace) -> int:
     report = intake(sources, args.subject, resolution=args.resolution, holdout_fraction=args.holdout_fraction,
                     splits=splits or None, detector=args.detector)
     print(report.to_json() if args.json else _table(report))
-    if args.protect and report.accepted:
-        print(_protect(args), file=sys.stderr if args.json else sys.stdout)
+    if protection and report.accepted:
+        print(_protect(args, protection), file=sys.stderr if args.json else sys.stdout)
     if not report.accepted:
         print(f"error: no photo was accepted for subject {args.subject}; see the reasons above, "
               "fix or replace the photos and run intake again", file=sys.stderr)
@@ -95,21 +96,27 @@ def run_intake(args: argparse.Namespace) -> int:
 
 
 
-def _protect(args: argparse.Namespace) -> str:
+def _protect_params(args: argparse.Namespace):
     from pydantic import ValidationError
 
-    from workbench.device import resolve_device
-    from workbench.subjects.protect import ProtectParams, protect_subject
-    from workbench.subjects.store import load_subject
+    from workbench.subjects.protect import ProtectParams
 
     try:
-        params = ProtectParams(method=args.protect, epsilon=args.protect_epsilon, rounds=args.protect_rounds)
+        return ProtectParams(method=args.protect, epsilon=args.protect_epsilon, rounds=args.protect_rounds)
     except ValidationError as exc:
-        field = exc.errors()[0]["loc"][0]
-        raise UserError(f"--protect-{str(field).replace('_', '-')}: {exc.errors()[0]['msg']}") from None
-    subject = load_subject(args.subject)
-    done = protect_subject(subject, args.backbone, params, resolve_device(args.device))
+        err = exc.errors()[0]
+        msg = err["msg"].removeprefix("Value error, ")
+        raise UserError(f"--protect-{str(err['loc'][0]).replace('_', '-')}: {msg}") from None
+
+
+def _protect(args: argparse.Namespace, params) -> str:
+    from workbench.device import resolve_device
+    from workbench.subjects.protect import protect_subject
+    from workbench.subjects.store import load_subject
+
+    done = protect_subject(load_subject(args.subject), args.backbone, params, resolve_device(args.device))
     psnr = done.report["psnr_db"]
+    cost = ("no photo changed" if psnr["value"] is None else
+            f"PSNR {psnr['value']:.1f} dB [{psnr['ci_low']:.1f}, {psnr['ci_high']:.1f}]")
     return (f"protected {done.report['n']} training photos ({params.method}, epsilon {params.epsilon}): "
-            f"PSNR {psnr['value']:.1f} dB [{psnr['ci_low']:.1f}, {psnr['ci_high']:.1f}], largest change "
-            f"{done.report['linf_levels']} of 255 levels; in {done.paths[0].parent}")
+            f"{cost}, largest change {done.report['linf_levels']} of 255 levels; in {done.paths[0].parent}")

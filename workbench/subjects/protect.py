@@ -43,11 +43,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
 REPORT = "protection.json"
+LEVEL = 1 / 127.5  # one 8-bit level in the model's [-1, 1] pixel scale
+
+
+def _at_least_one_level(eps: float) -> float:
+    if eps < LEVEL:
+        raise ValueError(f"epsilon {eps} is below one 8-bit level ({LEVEL:.4f}): stored photos could not change; "
+                         "use at least 0.008 (the paper uses 0.05)")
+    return eps
 
 
 class ProtectParams(BaseModel):
@@ -56,7 +64,7 @@ class ProtectParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["aspl", "fsmg"] = "aspl"  # Anti-DreamBooth variant: aspl (alternating) or fsmg (fixed surrogate)
-    epsilon: Annotated[float, Field(gt=0, le=1)] = 0.05  # L-inf budget in [-1, 1] pixel scale (0.05 ~ 6/255)
+    epsilon: Annotated[float, Field(le=1), AfterValidator(_at_least_one_level)] = 0.05  # L-inf, [-1, 1] scale (~6/255)
     step_size: Annotated[float, Field(gt=0)] = 0.005  # PGD step alpha, same scale
     rounds: Annotated[int, Field(ge=1)] = 20  # outer rounds (ASPL: surrogate + PGD + model update)
     pgd_steps: Annotated[int, Field(ge=1)] = 6  # PGD steps per round
@@ -193,8 +201,12 @@ def cost_report(protected_u8, originals_u8) -> dict:
     values = [psnr(p, o) for p, o in zip(protected_u8, originals_u8, strict=True)]
     finite = [v for v in values if math.isfinite(v)]
     diff = np.abs(protected_u8.astype(np.int16) - originals_u8.astype(np.int16))
+    note = "PSNR of each protected photo against its original (dB)"
+    if len(finite) < len(values):
+        note += f"; {len(values) - len(finite)} photo(s) left unchanged are not in the mean (their PSNR is infinite)"
     return {
-        "psnr_db": bootstrap_mean(finite, note="PSNR of each protected photo against its original (dB)").to_dict(),
+        "psnr_db": bootstrap_mean(finite, note=note, empty_note="no photo was changed").to_dict(),
+        "unchanged": len(values) - len(finite),
         "psnr_per_photo": [round(v, 3) if math.isfinite(v) else None for v in values],
         "linf_levels": int(diff.max()), "linf": round(int(diff.max()) / 127.5, 6),
         "mean_abs_levels": round(float(diff.mean()), 4),
