@@ -704,5 +704,5 @@ def _finish(job: TrainJob, hooks: Hooks, pipe, token: str, seconds: float, steps
     if (out / LOSS_LOG).exists():
         manifest.register(job.subject_id, "record", out / LOSS_LOG)
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
-    log.info("%s: %d steps in %.1f s → %s", hooks.recipe, hooks.steps, seconds, final)
+    log.info("%s: %d steps in %.1f s → %s", hooks.recipe, steps_run, seconds, final)
     return TrainResult.from_folder(final)

@@ -313,10 +313,10 @@ def _training_cells(i: int, row: dict) -> list[str]:
             f"ran to {num(Num(early['stopped_at'], d + '/early_stopping/stopped_at', 'int'))}")
     dp = details.get("privacy")
     q = d + "/privacy"
-    eps = (f"ε = {num(Num(dp['epsilon'], q + '/epsilon'))}" if dp and dp["epsilon"] is not None
-           else "no guarantee (no noise: ε is infinite)")
+    eps = (f"ε = {num(Num(dp['epsilon'], q + '/epsilon'))} at δ = {num(Num(dp['delta'], q + '/delta', 'g3'))}"
+           if dp and dp["epsilon"] is not None else "no guarantee (no noise: ε is infinite)")
     dp_text = ("not private" if not dp else
-               f"{eps} at δ = {num(Num(dp['delta'], q + '/delta', 'g3'))}"
+               f"{eps}"
                f"<span class=\"n\">σ = {num(Num(dp['noise_multiplier'], q + '/noise_multiplier'))}, q = "
                f"{num(Num(dp['sample_rate'], q + '/sample_rate'))}, C = "
                f"{num(Num(dp['max_grad_norm'], q + '/max_grad_norm', 'g3'))}</span>")
