@@ -103,6 +103,7 @@ def protect_photos(spec: Spec, subject, device: str):
 
 def model_key(spec: Spec, entry: RecipeEntry, subject, seed: int, train_images: list[Path]) -> str:
     from workbench.lifecycle.manifest import sha256_file
+    from workbench.recipes.engine import early_stopping_patience
 
     params = entry.typed_params()
     ident = {
@@ -111,7 +112,7 @@ def model_key(spec: Spec, entry: RecipeEntry, subject, seed: int, train_images: 
         "identifier": spec.prompts.identifier, "class_noun": spec.prompts.class_noun,
         "resolution": subject.resolution,
     }
-    if getattr(params, "early_stopping_patience", None) is not None:  # the holdout photos select the model
+    if early_stopping_patience(params) is not None:  # the holdout photos select the model
         ident["holdout"] = sorted(sha256_file(p) for p in subject.holdout)
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -300,9 +301,11 @@ def _results(spec: Spec, subject, rows: list[dict], device: str, torch) -> dict:
 
 def _training_notes(spec: Spec) -> list[str]:
     """What the report must say about how the models were trained, when it bears on the numbers."""
+    from workbench.recipes.engine import early_stopping_patience
+
     notes = []
     typed = [entry.typed_params() for entry in spec.recipes]
-    if any(getattr(p, "early_stopping_patience", None) is not None for p in typed):
+    if any(early_stopping_patience(p) is not None for p in typed):
         notes.append("early stopping selects the model on the holdout photos' denoising loss; the same photos are "
                      "the non-members and the identity reference, so those rows are selected on them")
     if any(entry.photos == "protected" for entry in spec.recipes):

@@ -347,8 +347,13 @@ class EarlyStopping:
                 "history": self.history}
 
 
+def early_stopping_patience(params) -> int | None:
+    """The recipe's early-stopping patience; None when early stopping is off (or the recipe has none)."""
+    return getattr(params, "early_stopping_patience", None)
+
+
 def _early_stopping(hooks: Hooks, pipe, job: TrainJob, prompt: str) -> EarlyStopping | None:
-    patience = getattr(hooks.params, "early_stopping_patience", None)
+    patience = early_stopping_patience(hooks.params)
     if patience is None:
         return None
     return EarlyStopping(patience, hooks.params.eval_every, encode_images(pipe, job.holdout_images, job.resolution),
@@ -373,7 +378,7 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None,
         _check_job(out, job, hooks)
         log.info("%s is already trained; reusing it", out / ARTIFACT)
         return TrainResult.from_folder(out / ARTIFACT)
-    if getattr(hooks.params, "early_stopping_patience", None) is not None and not job.holdout_images:
+    if early_stopping_patience(hooks.params) is not None and not job.holdout_images:
         raise UserError("early_stopping_patience needs holdout photos (the job has none): give the subject a "
                         "holdout split, or remove early_stopping_patience")
     out.mkdir(parents=True, exist_ok=True)
@@ -447,12 +452,10 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None,
             bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
         if stopper is not None and stopper.stopped:
             break
-        if job.checkpoint_every and done % job.checkpoint_every == 0 and done < total:
-            _save_checkpoint(out, job.subject_id, trainable, optimizer, generators, done, seconds, stopper)
         cancelled = should_stop is not None and should_stop()
+        if (cancelled or job.checkpoint_every and done % job.checkpoint_every == 0) and done < total:
+            _save_checkpoint(out, job.subject_id, trainable, optimizer, generators, done, seconds, stopper)
         if (cancelled or (stop_after is not None and done >= stop_after)) and done < total:
-            if cancelled and not (job.checkpoint_every and done % job.checkpoint_every == 0):
-                _save_checkpoint(out, job.subject_id, trainable, optimizer, generators, done, seconds, stopper)
             bar.close()
             manifest.register(job.subject_id, "record", loss_log)
             raise Stopped(f"stopped after step {done} of {total}")
@@ -511,7 +514,7 @@ def _job_record(job: TrainJob, hooks: Hooks) -> dict:
         "instance_prompt": job.instance_prompt, "class_prompt": job.class_prompt,
         "seed": job.seed, "resolution": job.resolution,
     } | ({"holdout_images": [manifest.sha256_file(p) for p in job.holdout_images]}
-         if getattr(hooks.params, "early_stopping_patience", None) is not None else {})
+         if early_stopping_patience(hooks.params) is not None else {})
 
 
 def _check_job(out: Path, job: TrainJob, hooks: Hooks) -> None:
