@@ -33,7 +33,8 @@ def run_args(recipes: list[str], steps: int = 2, **overrides) -> dict:
     return {"recipes": recipes, "params_text": "\n".join(f"{r}: {{steps: {steps}}}" for r in recipes),
             "backbone": "tiny-face", "with_identifier": "a photo of {identifier} {class_noun}",
             "without_identifier": "a photo of a {class_noun}", "images_per_prompt": 1, "sampling_steps": 2,
-            "encoders": ["sface"], "mia_attacks": ["loss"], "wandb": "offline", "api_name": "/run"} | overrides
+            "encoders": ["sface"], "mia_attacks": ["loss"], "wandb": "offline", "photos": "clean",
+            "protect_epsilon": 0.05, "protect_rounds": 1, "api_name": "/run"} | overrides
 
 
 def test_launch_settings_keep_data_private(tmp_path, monkeypatch):
@@ -190,6 +191,16 @@ def test_cancel_stops_a_running_comparison_and_a_later_run_works(app_url, app_ho
     assert "Run finished" in status and "none/seed0`: ok" in status, status
     table, _ = c.predict(api_name="/results")
     assert "| none (control)" in table and "| lora" not in table
+    c.predict(api_name="/erase")
+
+
+def test_a_recipe_trains_on_anti_dreambooth_protected_photos(app_url, tmp_path):
+    c = client(app_url, tmp_path, "protected")
+    c.predict(files=[], demo=DEMO, consent=True, retention_days=1, api_name="/intake")
+    status = c.predict(**run_args(["lora"], photos="protected", protect_epsilon=0.04, wandb="off"))
+    assert "lora-protected/seed0`: ok" in status and "`lora/seed0`" not in status, status
+    table, _ = c.predict(api_name="/results")
+    assert "| lora-protected" in table
     c.predict(api_name="/erase")
 
 

@@ -76,6 +76,25 @@ def test_the_form_becomes_a_validated_spec_and_errors_name_the_field():
         form.parse_params("lora: {rank: [")
 
 
+def test_protected_or_both_training_photos_add_entries_and_the_subjects_protection():
+    from workbench.app import form
+    from workbench.errors import SpecError
+
+    subject = {"demo": "Naomi_Watts", "id": "app-s-0123"}
+    both = form.RecipeForm(recipes=["lora", "dp_lora"], params_text="", photos="both", protect_epsilon=0.03,
+                           protect_rounds=2)
+    spec = form.build_spec(subject, both, 7)
+    assert [(r.label, r.photos) for r in spec.recipes] == [
+        ("none", "clean"), ("lora", "clean"), ("lora-protected", "protected"),
+        ("dp_lora", "clean"), ("dp_lora-protected", "protected")]
+    assert (spec.subject.protection.method, spec.subject.protection.epsilon, spec.subject.protection.rounds) == (
+        "aspl", 0.03, 2)
+    assert form.build_spec(subject, form.RecipeForm(recipes=["lora"], params_text=""), 7).subject.protection is None
+    with pytest.raises(SpecError, match="subject.protection.epsilon"):
+        form.build_spec(subject, form.RecipeForm(recipes=["lora"], params_text="", photos="protected",
+                                                 protect_epsilon=0.001), 7)
+
+
 def test_local_backbone_folders_are_refused_on_a_shared_space(monkeypatch):
     from workbench.app import form
     from workbench.errors import SpecError

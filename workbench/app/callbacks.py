@@ -164,8 +164,8 @@ def params_for(recipes: list[str], text: str) -> str:
 @gpu
 def run_comparison(recipes: list[str], params_text: str, backbone: str, with_identifier: str,
                    without_identifier: str, images_per_prompt: float, sampling_steps: float,
-                   encoders: list[str], mia_attacks: list[str], wandb: str,
-                   request: gr.Request, profile: gr.OAuthProfile | None = None,
+                   encoders: list[str], mia_attacks: list[str], wandb: str, photos: str, protect_epsilon: float,
+                   protect_rounds: float, request: gr.Request, profile: gr.OAuthProfile | None = None,
                    progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - gradio's injection idiom
     """Train, sample and measure ``none`` + the ticked recipes; returns the per-recipe status (markdown).
 
@@ -180,7 +180,9 @@ def run_comparison(recipes: list[str], params_text: str, backbone: str, with_ide
     values = form.RecipeForm(recipes=list(recipes or []), params_text=params_text, backbone=backbone,
                              with_identifier=with_identifier, without_identifier=without_identifier,
                              images_per_prompt=int(images_per_prompt), sampling_steps=int(sampling_steps),
-                             encoders=tuple(encoders or ()), mia_attacks=tuple(mia_attacks or ()), wandb=wandb)
+                             encoders=tuple(encoders or ()), mia_attacks=tuple(mia_attacks or ()), wandb=wandb,
+                             photos=photos or "clean", protect_epsilon=float(protect_epsilon),
+                             protect_rounds=int(protect_rounds))
     try:
         spec = form.build_spec(state["spec_subject"], values, int(state.get("retention_days", 30)))
     except UserError as exc:

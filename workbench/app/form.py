@@ -20,6 +20,7 @@ from workbench.errors import SpecError
 DEFAULT_BACKBONE = "tiny-face"
 DEFAULT_ENCODERS = ["sface"]  # the fastest encoder that ships its weights
 DEFAULT_ATTACKS = ["loss"]  # the cheapest attack; PIA and SecMI cost extra model calls per photo
+PHOTO_CHOICES = ("clean", "protected", "both")  # train on the photos as taken, Anti-DreamBooth-protected, or each
 PARAMS_HEADER = ("# Parameters of each ticked recipe (defaults: its Params model in workbench/recipes/<name>.py).\n"
                  "# YAML or JSON: recipe name -> {parameter: value}.\n")
 
@@ -38,6 +39,9 @@ class RecipeForm:
     encoders: tuple[str, ...] = tuple(DEFAULT_ENCODERS)
     mia_attacks: tuple[str, ...] = tuple(DEFAULT_ATTACKS)
     wandb: str = "offline"
+    photos: str = "clean"  # one of PHOTO_CHOICES
+    protect_epsilon: float = 0.05  # Anti-DreamBooth L-inf budget ([-1, 1] scale), when photos are protected
+    protect_rounds: int = 10  # ASPL rounds (the paper: 50; each is seconds on a CPU at 64 px)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -138,7 +142,14 @@ def spec_data(subject: dict, form: RecipeForm, retention_days: int) -> dict[str,
     unknown = sorted(set(params) - set(recipe_choices()) - {"none"})
     if unknown:
         raise SpecError(f"recipe parameters: unknown recipe {unknown[0]!r}; known: {', '.join(recipe_choices())}")
-    entries = [{"name": "none"}] + [{"name": n, "params": params.get(n, {})} for n in form.recipes or []]
+    if form.photos not in PHOTO_CHOICES:
+        raise SpecError(f"training photos: {form.photos!r} is not one of {', '.join(PHOTO_CHOICES)}")
+    kinds = ["clean", "protected"] if form.photos == "both" else [form.photos]
+    entries = [{"name": "none"}] + [{"name": n, "params": params.get(n, {}), "photos": kind}
+                                    for n in form.recipes or [] for kind in kinds]
+    if form.photos != "clean":
+        subject = subject | {"protection": {"method": "aspl", "epsilon": form.protect_epsilon,
+                                            "rounds": form.protect_rounds}}
     prompts = {}
     for key, text in (("with_identifier", form.with_identifier), ("without_identifier", form.without_identifier)):
         if _lines(text):

@@ -88,12 +88,18 @@ def _recipes_tab() -> dict:
                                    value=form.DEFAULT_ATTACKS)
         wandb = gr.Radio(label="Weights & Biases", choices=["off", "offline", "online"], value="offline",
                          info="offline: stays on the server; online: the server's own W&B account")
+    with gr.Row():
+        photos = gr.Radio(label="Training photos", choices=list(form.PHOTO_CHOICES), value="clean",
+                          info="protected: an Anti-DreamBooth (ASPL) perturbation of the training photos first; "
+                               "both: each recipe on clean and on protected photos")
+        epsilon = gr.Slider(0.01, 0.1, value=0.05, step=0.01, label="Protection budget ε (L-inf, [-1, 1] scale)")
+        rounds = gr.Slider(1, 50, value=10, step=1, label="Protection rounds (ASPL)")
     params = gr.Code(label="Recipe parameters (YAML or JSON)", language="yaml", interactive=True,
                      value=form.params_text(["lora"]))
     recipes.change(cb.params_for, [recipes, params], [params], api_name=False)
     return {"recipes": recipes, "params": params, "backbone": backbone, "with_id": with_id,
             "without_id": without_id, "images": images, "sampling": sampling, "encoders": encoders,
-            "attacks": attacks, "wandb": wandb}
+            "attacks": attacks, "wandb": wandb, "photos": photos, "epsilon": epsilon, "rounds": rounds}
 
 
 def build_ui() -> gr.Blocks:
@@ -147,7 +153,7 @@ def build_ui() -> gr.Blocks:
         intake_btn.click(cb.intake_photos, [files, demo_name, consent, days], [intake_md, crops, rejected],
                          api_name="intake")
         run_inputs = [r[k] for k in ("recipes", "params", "backbone", "with_id", "without_id", "images", "sampling",
-                                     "encoders", "attacks", "wandb")]
+                                     "encoders", "attacks", "wandb", "photos", "epsilon", "rounds")]
         run_event = run_btn.click(cb.run_comparison, run_inputs, [run_md], api_name="run", concurrency_limit=1)
         cancel_btn.click(cb.cancel_run, None, [run_md], api_name="cancel_run", cancels=[run_event])
         results_btn.click(cb.show_results, None, [table, figures], api_name="results")
