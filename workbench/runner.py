@@ -92,9 +92,7 @@ def prepare_subject(spec: Spec, resolution: int):
 
 
 def protect_photos(spec: Spec, subject, device: str):
-    """The subject's protected training photos, when some recipe trains on them (else None)."""
-    if not any(entry.photos == "protected" for entry in spec.recipes):
-        return None
+    """The subject's protected training photos (made once, then reused), for ``photos: protected`` entries."""
     from workbench.subjects.protect import protect_subject
 
     prompt = INSTANCE_PROMPT.format(identifier=spec.prompts.identifier, class_noun=spec.prompts.class_noun)
@@ -214,8 +212,10 @@ def run_experiment(spec: Spec, out: Path | None = None, progress=None, should_st
     subject, report = prepare_subject(spec, backbone_resolution(spec))
     outcome = RunOutcome(run_dir, subject.id)
     _write_json(subject.id, run_dir / "spec.json", spec.resolved())
-    progress("protecting photos" if any(e.photos == "protected" for e in spec.recipes) else "intake", 0.01)
-    protected = protect_photos(spec, subject, device)
+    protected = None
+    if any(entry.photos == "protected" for entry in spec.recipes):
+        progress("protecting photos", 0.01)
+        protected = protect_photos(spec, subject, device)
     progress("embedding the subject's photos", 0.02)
     ref = Reference.load(subject, spec.metrics.encoders)
     jobs = [(entry, seed) for seed in spec.seeds for entry in spec.recipes]

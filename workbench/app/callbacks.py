@@ -188,7 +188,7 @@ def run_comparison(recipes: list[str], params_text: str, backbone: str, with_ide
     except UserError as exc:
         raise gr.Error(str(exc)) from None
     guard = sessions.guard(sid)
-    if guard.busy.locked():  # a cancelled run stops at its next stage; then this one starts
+    if guard.busy.locked():  # a cancelled run stops at its next step or stage; then this one starts
         progress(0.0, desc="waiting for this subject's previous run to stop")
     if not guard.busy.acquire(timeout=600):
         raise gr.Error("a comparison of this subject is still running; cancel it or wait for it to finish")
@@ -224,7 +224,7 @@ def run_comparison(recipes: list[str], params_text: str, backbone: str, with_ide
 
 
 def cancel_run(request: gr.Request, profile: gr.OAuthProfile | None = None) -> str:
-    """Ask this session's running comparison to stop (at its next stage)."""
+    """Ask this session's running comparison to stop (at its next training step or stage)."""
     sid = who(request, profile).subject_id
     if sessions.request_cancel(sid):
         return "**Cancelling…** the run stops at its next training step or stage; nothing of it will be shown."

@@ -6,7 +6,8 @@ retention delete it with everything else: a logged-in user gets their subject an
 reload or a restart; an anonymous session's state goes with its erasure.
 
 A comparison holds its subject's :class:`RunGuard` while it runs. Cancel sets the guard's flag; the run
-checks it at every progress report and stops there (:class:`Cancelled`). A new run, and the erasure at
+checks it at every progress report (:class:`Cancelled`) and training after every step (the runner's
+``should_stop``), and stops there. A new run, and the erasure at
 the end of a session, wait for the guard, so nothing writes into a subject while it is being erased.
 """
 
@@ -97,7 +98,7 @@ def end_anonymous(sid: str):
 
     g = guard(sid)
     g.cancel.set()
-    with g.busy:  # the run stops at its next stage; nothing may write into the subject while it is erased
+    with g.busy:  # the run stops at its next step or stage; nothing may write into the subject while it is erased
         try:
             if not paths.subject_dir(sid).exists():
                 return None

@@ -258,19 +258,23 @@ class Step:
 
         ``model``: the UNet to call (default ``pipe.unet``; DP-SGD passes its per-sample-gradient
         wrapper); ``generator``: the draws' source (default the loop's)."""
-        g, b = generator or self.generator, len(idx)
+        g = generator or self.generator
         z0 = latents.sample(idx.to(latents.mean.device), g)  # (B, C, h, w)
-        noise = torch.randn(z0.shape, generator=g).to(self.device)  # ε ~ N(0, I)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=g).to(self.device)
-        zt = self.scheduler.add_noise(z0, noise, t)  # z_t = √ᾱ_t z₀ + √(1-ᾱ_t) ε
-        if self.scheduler.config.prediction_type == "v_prediction":
-            target = self.scheduler.get_velocity(z0, noise, t)
-        else:
-            target = noise
-        cond = self.text(prompt).expand(b, -1, -1)
+        cond = self.text(prompt)
         with self.autocast():
-            pred = (model or self.pipe.unet)(zt, t, cond).sample
-        return (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+            return denoising_losses(model or self.pipe.unet, self.scheduler, z0, cond, g)
+
+
+def denoising_losses(unet, scheduler, z0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The objective of the module docstring, per sample (B,): fresh ε and t for each clean latent z₀;
+    ``cond`` (1, T, D) text embeddings. Differentiable in z₀ (Anti-DreamBooth's PGD) and in the UNet."""
+    b, device = len(z0), z0.device
+    noise = torch.randn(z0.shape, generator=generator).to(device)  # ε ~ N(0, I)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
+    zt = scheduler.add_noise(z0, noise, t)  # z_t = √ᾱ_t z₀ + √(1-ᾱ_t) ε
+    target = scheduler.get_velocity(z0, noise, t) if scheduler.config.prediction_type == "v_prediction" else noise
+    pred = unet(zt, t, cond.expand(b, -1, -1)).sample
+    return (pred.float() - target.float()).pow(2).flatten(1).mean(1)
 
 
 def plain_backward(setup: Setup, params: list, max_grad_norm: float) -> Callable[[Step, LatentSet, str], dict]:

@@ -87,34 +87,25 @@ class Protected:
 
 
 class Objective:
-    """Denoising loss of a UNet on pixel images under the instance prompt (DDPM, Ho et al. 2020)."""
+    """Denoising loss of a UNet on pixel images under the instance prompt: the engine's objective
+    (:func:`workbench.recipes.engine.denoising_losses`) on z₀ = E(x), differentiable in x."""
 
     def __init__(self, pipe, prompt: str, seed: int):
         import torch
-        from diffusers import DDPMScheduler
 
-        self.vae, self.device = pipe.vae, pipe.unet.device
-        self.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        tok = pipe.tokenizer
-        ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids.to(self.device)
-        with torch.no_grad():
-            self.cond = pipe.text_encoder(ids)[0].float()
+        from workbench.recipes.engine import Step
+
+        self.vae = pipe.vae
         self.generator = torch.Generator().manual_seed(seed)
+        self.step = Step(pipe, batch_size=1, generator=self.generator, amp=None, text_trainable=False)
+        self.cond = self.step.text(prompt)
 
     def __call__(self, unet, x):
         """Mean loss over the images x (B, 3, H, W) in [-1, 1]; differentiable in x and in unet."""
-        import torch
-        import torch.nn.functional as F
+        from workbench.recipes.engine import denoising_losses
 
-        g, b = self.generator, len(x)
         z0 = self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
-        noise = torch.randn(z0.shape, generator=g).to(self.device)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=g).to(self.device)
-        target = (self.scheduler.get_velocity(z0, noise, t) if self.scheduler.config.prediction_type == "v_prediction"
-                  else noise)
-        pred = unet(self.scheduler.add_noise(z0, noise, t), t, self.cond.expand(b, -1, -1)).sample
-        return F.mse_loss(pred.float(), target.float())
+        return denoising_losses(unet, self.step.scheduler, z0, self.cond, self.generator).mean()
 
 
 def fine_tune(unet, objective: Objective, x, steps: int, params: ProtectParams) -> None:
