@@ -89,3 +89,47 @@ def write_pngs(folder: Path, images, prefix: str = "img") -> list[Path]:
         Image.fromarray(arr).save(path)
         paths.append(path)
     return paths
+
+
+def build_small_pipeline(folder: Path, photos: list[Path], res: int = 32) -> None:
+    """A randomly initialised StableDiffusionPipeline for 32×32 images (UNet 1 M parameters), saved.
+
+    Two settings stand in for a *trained* VAE, as the real tiny-face and SD VAEs are: the posterior is
+    made near-deterministic (log-variance −30; a random VAE's posterior std ≈ 1 would drown the
+    latents in noise at every training step), and scaling_factor = 1/std of the latents, the rule
+    behind SD's 0.18215 (Rombach et al. 2022), so the UNet sees unit-variance latents."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from workbench.backbones.tiny_face import MAX_TOKENS, build_tokenizer_files
+    from workbench.diffusion import load_images
+
+    torch.manual_seed(0)
+    build_tokenizer_files(folder / "tokenizer-src")
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer-src")
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=MAX_TOKENS, projection_dim=32, pad_token_id=eos, eos_token_id=eos,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|startoftext|>")))
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=res,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8)
+    unet = UNet2DConditionModel(sample_size=res // 2, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                attention_head_dim=8, norm_num_groups=16)
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                              beta_end=0.012, clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                              prediction_type="epsilon")
+    c = vae.config.latent_channels
+    with torch.no_grad():
+        vae.quant_conv.weight[c:] = 0.0  # rows c… of quant_conv give the posterior's log-variance
+        vae.quant_conv.bias[c:] = -30.0
+        latents = vae.encode(load_images(photos, res)).latent_dist.mean
+    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(folder / "pipeline", safe_serialization=True)

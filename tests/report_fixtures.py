@@ -1,4 +1,4 @@
-"""TEST DATA: a ``results.json`` that follows workbench/report/schema.py, with made-up numbers.
+"""TEST DATA: a ``results.json`` that follows workbench/results.py (schema 2), with made-up numbers.
 
 The metric values are synthetic (drawn from fixed distributions, then summarised with the real
 workbench.metrics.stats / roc functions so intervals look like real ones); the images are random
@@ -18,10 +18,9 @@ import numpy as np
 from PIL import Image
 
 from workbench import paths
+from workbench import results as results_schema
 from workbench.lifecycle import manifest
-from workbench.metrics import roc, stats
-from workbench.report import schema
-from workbench.report.scorecard import DEFAULT_DIRECTIONS
+from workbench.metrics import registry, roc, stats
 
 N_RESAMPLES = 200  # fewer bootstrap draws than a real run: fast tests
 
@@ -76,10 +75,11 @@ def row_metrics(profile: dict, n_train: int, n_holdout: int, n_gen: int, rng) ->
     m["memorization.min_l2"] = stats.bootstrap(n_gen, lambda idx: float(d[idx].min()),
                                                n_resamples=N_RESAMPLES).to_dict()
     curves = {}
-    for k, attack in enumerate(schema.MIA_ATTACKS):
+    for k, attack in enumerate(registry.attacks()):
         members = rng.normal(profile["shift"] * (1 - 0.2 * k), 1, n_train)
         rep = roc.roc_report(members, rng.normal(0, 1, n_holdout), n_resamples=N_RESAMPLES).to_dict()
         curves[attack] = rep.pop("roc")
+        rep.setdefault("auc_raw", dict(rep["auc"]))  # synthetic scores are uncalibrated: raw AUC = AUC
         for measure, metric in rep.items():
             m[f"mia.{attack}.{measure}"] = metric
     return m, curves
@@ -113,19 +113,21 @@ def make_results(run_dir: Path, subject_id: str, train: list[Path], generated: d
             row = {"label": label, "recipe": recipe, "seed": seed, "status": "ok", "error": None,
                    "params": {} if recipe == "none" else {"steps": 2, "rank": 4},
                    "train": {"steps": 0 if recipe == "none" else 2, "seconds": 0.5,
-                             "final_loss": None if recipe == "none" else 0.123},
+                             "final_loss": None if recipe == "none" else 0.123, "photos": "clean",
+                             "details": {"steps": {"planned": 0 if recipe == "none" else 2, "cap": None,
+                                                   "run": 0 if recipe == "none" else 2}}},
                    "metrics": metrics, "roc": curves, "nearest": nearest}
             if distances:
                 row["distances"] = {"train": rng.normal(0.15, 0.03, 12).round(4).tolist(),
                                     "holdout": rng.normal(0.17, 0.03, 12).round(4).tolist()}
             rows.append(row)
     meta_metrics = {}
-    for key in schema.METRIC_KEYS:
+    for key in registry.required_keys():
         paper, eq = PAPERS[key.split(".")[0]]
-        meta_metrics[key] = {"direction": DEFAULT_DIRECTIONS[key], "paper": paper, "equation": eq,
+        meta_metrics[key] = {"direction": registry.direction(key), "paper": paper, "equation": eq,
                              "control": "the none row of the same seed"}
     return {
-        "schema": 1,
+        "schema": results_schema.SCHEMA_VERSION,
         "run": {"name": name, "subject_id": subject_id, "backbone": backbone, "device": "cpu", "seeds": list(seeds),
                 "n_train": len(train), "n_holdout": n_holdout,
                 "created": datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc).isoformat(),
@@ -138,8 +140,8 @@ def make_results(run_dir: Path, subject_id: str, train: list[Path], generated: d
 
 
 def write_results(run_dir: Path, results: dict) -> Path:
-    schema.validate_results(results)
-    path = Path(run_dir) / schema.RESULTS_FILE
+    results_schema.validate_results(results)
+    path = Path(run_dir) / results_schema.RESULTS_FILE
     manifest.write_bytes(results["run"]["subject_id"], "record", path, (json.dumps(results, indent=1) + "\n").encode())
     return path
 

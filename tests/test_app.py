@@ -98,7 +98,8 @@ def test_minimal_comparison_end_to_end_and_sessions_are_isolated(app_url, tmp_pa
     assert figures and all(Path(f["image"]).is_file() for f in figures)
     files, wandb_note = a.predict(api_name="/report")
     assert sorted(Path(f).name for f in files) == ["report.html", "results.json"]
-    assert "offline" in wandb_note and "wandb sync $WORKBENCH_HOME/" in wandb_note, wandb_note
+    assert "offline" in wandb_note and "stays on the server" in wandb_note, wandb_note
+    assert "$WORKBENCH_HOME" not in wandb_note and "wandb sync" not in wandb_note, wandb_note
 
     text_a, rows_a = a.predict(api_name="/data")
     kinds = {r[0] for r in rows_a["data"]} if isinstance(rows_a, dict) else {r[0] for r in rows_a}
@@ -107,6 +108,8 @@ def test_minimal_comparison_end_to_end_and_sessions_are_isolated(app_url, tmp_pa
     assert "Nothing is stored" in text_b
     with pytest.raises(Exception, match="no results yet"):
         b.predict(api_name="/results")
+    nothing, _ = b.predict(api_name="/erase")  # a web user is told there is nothing, not a shell command
+    assert nothing.startswith("Nothing to erase") and "WORKBENCH_HOME" not in nothing, nothing
 
     erased, receipt = a.predict(api_name="/erase")
     assert "Verification: **ok**" in erased and receipt["verify_ok"] is True, erased

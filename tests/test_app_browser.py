@@ -70,7 +70,7 @@ def test_click_through_every_tab_intake_run_report_and_erase(app_url, tmp_path):
             for name, button, shows, seconds in (  # each tab: press its button, wait for its result, screenshot
                     ("Run", "Run comparison", "Run finished", 300),
                     ("Results", "Show results", "none (control)", 60),
-                    ("Report", "Prepare downloads", "wandb sync", 60),
+                    ("Report", "Prepare downloads", "stays on the server", 60),
                     ("Data", "What is stored?", "files stored", 30)):
                 tab(name)
                 page.get_by_role("button", name=button).click()
@@ -84,3 +84,45 @@ def test_click_through_every_tab_intake_run_report_and_erase(app_url, tmp_path):
     for path in shots:
         print(f"screenshot: {path}")
         assert path.stat().st_size > 5_000
+
+
+def test_provider_tab_grades_the_questionnaire_audits_uploads_and_erases_them(app_url, tmp_path):
+    """Issue #15: fill part of the questionnaire, upload headshots/selfies/holdout, grade; questions and letters
+    appear; the uploads are this session's data (Data tab) and go with Erase now."""
+    lfw = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw" / "demo" / "Colin_Powell"
+    photos = {n: lfw / f"Colin_Powell_{n:04d}.jpg" for n in range(1, 19)}
+    if not all(p.is_file() for p in photos.values()):
+        pytest.skip(f"no LFW demo photos under {lfw}")
+    shot_path = tmp_path / "provider-tab.png"
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(app_url, wait_until="load")
+            page.get_by_role("tab", name="Provider").click()
+            page.locator("#provider-name").get_by_role("textbox").fill("Example Headshots (fictional)")
+            page.locator("#provider-answer-explicit_biometric_consent").get_by_label("no", exact=True).check()
+            page.locator("#provider-answer-erasure_on_request").get_by_label("yes", exact=True).check()
+            page.locator("#provider-answer-photo_retention_days").get_by_role("textbox").fill("7")
+            page.get_by_text("Optional: audit the provider's headshots").click()
+            for elem, numbers in (("generated", (1, 2, 3)), ("train", range(1, 7)), ("holdout", (16, 17, 18))):
+                page.locator(f"#provider-{elem} input[type=file]").set_input_files([str(photos[n]) for n in numbers])
+            page.wait_for_timeout(1500)  # the uploads finish
+            page.get_by_role("button", name="Grade the provider").click()
+            page.get_by_text("Grade D").first.wait_for(timeout=120_000)  # 2 good, 1 blocker (no consent) -> D
+            page.get_by_text("no explicit consent for face processing").first.wait_for(timeout=10_000)
+            page.get_by_text("identity.verification_rate").first.wait_for(timeout=10_000)
+            letters = page.locator("#provider-letters textarea").input_value()
+            assert "Article 17" in letters and "Example Headshots (fictional)" in letters
+            assert "[dpia]" in page.locator("#provider-questions textarea").input_value()
+            page.screenshot(path=str(shot_path), full_page=True)
+
+            page.get_by_role("tab", name="Data").click()
+            page.get_by_role("button", name="What is stored?").click()
+            page.get_by_text("files stored").first.wait_for(timeout=30_000)  # only the Provider tab stored any
+            page.get_by_role("button", name="Erase now").click()
+            page.get_by_text("Verification: ok").first.wait_for(timeout=120_000)
+        finally:
+            browser.close()
+    print(f"screenshot: {shot_path}")
+    assert shot_path.stat().st_size > 5_000

@@ -59,14 +59,15 @@ def test_recipe_choices_and_parameter_defaults_come_from_the_registry():
 def test_the_form_becomes_a_validated_spec_and_errors_name_the_field():
     from workbench.app import form
     from workbench.errors import SpecError
-    from workbench.spec import KNOWN_ENCODERS, WITH_IDENTIFIER
+    from workbench.metrics.registry import encoders
+    from workbench.spec import WITH_IDENTIFIER
 
     values = form.RecipeForm(recipes=["lora"], params_text='{"lora": {"steps": 3, "rank": 2}}')
     spec = form.build_spec({"demo": "Naomi_Watts", "id": "app-s-0123"}, values, 7)
     assert [r.name for r in spec.recipes] == ["none", "lora"]
     assert spec.recipes[1].params["rank"] == 2 and spec.recipes[1].params["steps"] == 3
     assert spec.prompts.with_identifier == list(WITH_IDENTIFIER)  # empty prompt boxes: the spec's defaults
-    assert spec.metrics.encoders == ["sface"] and "sface" in KNOWN_ENCODERS and spec.retention.default_days == 7
+    assert spec.metrics.encoders == ["sface"] and "sface" in encoders() and spec.retention.default_days == 7
     bad = form.RecipeForm(recipes=["lora"], params_text="lora:\n  rank: eight\n", encoders=())
     with pytest.raises(SpecError) as err:
         form.build_spec({"demo": "Naomi_Watts", "id": "app-s-0123"}, bad, 7)
@@ -106,12 +107,14 @@ def test_local_backbone_folders_are_refused_on_a_shared_space(monkeypatch):
     assert form.check_backbone("tiny-face") == "tiny-face"
 
 
-def test_wandb_note_links_an_online_run_and_explains_offline_sync(home):
+def test_wandb_note_links_an_online_run_and_says_an_offline_one_stays_on_the_server(home):
     from workbench.app.callbacks import wandb_note
 
     online = wandb_note({"mode": "online", "url": "https://wandb.ai/me/p/runs/abc", "project": "p"})
     assert "(https://wandb.ai/me/p/runs/abc)" in online
     offline = wandb_note({"mode": "offline", "offline_run": str(home / "wandb" / "wandb" / "offline-run-x")})
-    assert "wandb sync $WORKBENCH_HOME/wandb/wandb/offline-run-x" in offline and str(home) not in offline
+    assert "offline-run-x" in offline and "stays on the server" in offline
+    assert str(home) not in offline and "$WORKBENCH_HOME" not in offline and "wandb sync" not in offline
     assert "tracking was off" in wandb_note({"mode": "off"})
-    assert "no mirror was written" in wandb_note({"mode": "missing"})
+    missing = wandb_note({"mode": "missing"})
+    assert "no mirror was written" in missing and "WANDB_MODE" not in missing

@@ -2,7 +2,9 @@
 
 Folders are built under ``tmp_path`` from the shared LFW copy (train: Colin Powell's demo photos 1-15,
 holdout 16-20; generated: 64 px copies of six training crops plus other people's crops as concept-bleed
-prompts), with broken and unusable files mixed in.
+prompts), with broken and unusable files mixed in. Those generations are in the model's framing already,
+so the first test passes ``--generated-aligned``; the default (faces detected and aligned by the audit,
+for a vendor's whole-frame photos) has its known answers in ``test_audit_framing.py``.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def _assert_metric(m: dict) -> None:
 
 def test_audit_json_has_every_metric_with_its_interval(folders, tmp_path):
     result = _run("audit", "--train", str(folders / "train"), "--holdout", str(folders / "holdout"),
-                  "--generated", str(folders / "generated"), "--resamples", "500", "--json", home=tmp_path)
+                  "--generated", str(folders / "generated"), "--generated-aligned", "--resamples", "500", "--json",
+                  home=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     out = json.loads(result.stdout)
@@ -79,7 +82,7 @@ def test_audit_json_has_every_metric_with_its_interval(folders, tmp_path):
     assert ident["concept_bleed"]["verification_rate"]["n"] == 3
 
     mem = out["memorization"]
-    for key in ("extraction_rate", "extraction_rate_unregistered", "gap", "gap_size_matched", "nearest_train_l2",
+    for key in ("extraction_rate", "extraction_rate_unregistered", "gap", "gap_size_matched", "min_l2",
                 "nearest_train_tiled_l2", "nearest_train_registered_l2", "nearest_holdout_l2",
                 "relative_distance", "diversity"):
         _assert_metric(mem[key])
@@ -93,6 +96,7 @@ def test_audit_json_has_every_metric_with_its_interval(folders, tmp_path):
     assert row["nearest_train"] == demo_photo(SUBJECT, 1).name and row["face_found"] is True
     for key in ("group", "nearest_train_l2", "nearest_holdout_l2", "ism_holdout", "gap", "accepted"):
         assert key in row
+    assert row["framing"] == "as given" and row["memorization_skipped"] is None
 
     skipped = {(s["folder"], s["file"]): s["reason"] for s in out["skipped"]}
     assert set(skipped) == {("train", "notes.txt"), ("train", "noise.png"), ("generated", "identifier/broken.png"),
@@ -103,6 +107,7 @@ def test_audit_json_has_every_metric_with_its_interval(folders, tmp_path):
 
     meta = out["meta"]
     assert meta["n"]["train"] == 15 and meta["n"]["holdout"] == 5 and meta["n"]["generated"] == 9
+    assert meta["generated_framing"] == "as given"
     assert meta["size"] == 64 and meta["encoders"]["sface"]["threshold"] > 0 and meta["encoders"]["sface"]["far"]
     assert meta["delta"]["registered_l2"] > 0 and "calibrate_delta" in meta["delta"]["provenance"]
     assert meta["higher_is_better"]["identity.fdfr"] is False
@@ -158,5 +163,7 @@ def test_audit_without_json_prints_a_readable_summary(tmp_path, capsys):
                  "--generated", str(tmp_path / "gen"), "--aligned", "--resamples", "100"]) == 0
     text = capsys.readouterr().out
     assert "fdfr                         0.500" in text  # one of the two generations is noise
+    assert "generated images aligned by audit; 1 without a face" in text
+    assert "memorisation skipped generated/img_001.png: no face found" in text
     for key in ("verification_rate", "extraction_rate", "gap", "copy_similarity", "lower is better"):
         assert key in text

@@ -52,6 +52,13 @@ def test_folder_without_model_index_is_a_clear_error(tmp_path):
         registry.resolve_backbone("./no/such/folder")
 
 
+def test_backbone_resolution_comes_from_the_folder_an_override_or_the_hub_default(tiny_dir):
+    assert registry.backbone_resolution(str(tiny_dir)) == tiny_face.RESOLUTION
+    assert registry.backbone_resolution(str(tiny_dir), 128) == 128
+    assert registry.backbone_resolution("stable-diffusion-v1-5/stable-diffusion-v1-5") == registry.HUB_RESOLUTION
+    assert registry.HUB_ID.match("org/name-1.5") and not registry.HUB_ID.match("./folder")
+
+
 def test_hub_id_offline_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))

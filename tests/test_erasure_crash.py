@@ -21,7 +21,7 @@ import pytest
 from workbench import paths
 from workbench.errors import UserError
 from workbench.lifecycle import audit_log, keys, manifest
-from workbench.lifecycle.verification import journal_path, verify_erasure
+from workbench.lifecycle.verification import verify_erasure
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw" / "fixture"
 SUBJECT = "subject-crash"
@@ -63,7 +63,7 @@ def test_killed_erasure_completes_on_next_start(tmp_path, monkeypatch):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         gone = sum(not p.exists() for p in registered)
-        if journal_path(SUBJECT).exists() and gone >= 5:
+        if paths.erasure_journal(SUBJECT).exists() and gone >= 5:
             break
         time.sleep(0.05)
     assert proc.poll() is None, f"erase ended before it could be killed: {proc.communicate()}"
@@ -71,8 +71,8 @@ def test_killed_erasure_completes_on_next_start(tmp_path, monkeypatch):
     proc.wait()
 
     left = [p for p in registered if p.exists()]
-    assert journal_path(SUBJECT).exists() and 0 < len(left) < len(registered)
-    receipt_id = json.loads(journal_path(SUBJECT).read_text())["receipt_id"]
+    assert paths.erasure_journal(SUBJECT).exists() and 0 < len(left) < len(registered)
+    receipt_id = json.loads(paths.erasure_journal(SUBJECT).read_text())["receipt_id"]
     assert not verify_erasure(SUBJECT)["ok"]
     with pytest.raises(UserError, match="being erased"):  # nothing is added to a subject half-erased
         manifest.write_bytes(SUBJECT, "crop", paths.subject_dir(SUBJECT) / "crops" / "new.png", b"new")
@@ -82,7 +82,7 @@ def test_killed_erasure_completes_on_next_start(tmp_path, monkeypatch):
     out, err = start.communicate(timeout=120)
     assert start.returncode == 0, err
     assert json.loads(out) == [receipt_id]
-    assert not journal_path(SUBJECT).exists() and not any(p.exists() for p in registered)
+    assert not paths.erasure_journal(SUBJECT).exists() and not any(p.exists() for p in registered)
     assert not copy.exists() and not (tmp_path / "wandb" / "stray.png").exists()
     result = verify_erasure(SUBJECT)
     assert result["ok"], result["residual"]

@@ -27,6 +27,7 @@ from workbench.lifecycle import manifest
 from workbench.subjects.decode import PhotoRejected, encode_png, load_photo
 from workbench.subjects.faces import align_crop, detect_faces
 from workbench.subjects.intake import intake, load_subject
+from workbench.subjects.store import SubjectStore
 
 LFW = Path(__file__).parents[1].parent / "shared/data/lfw"
 FIXTURE = LFW / "fixture"
@@ -322,6 +323,8 @@ def test_hash_split_is_deterministic_and_intake_idempotent(tmp_path, home):
         assert crop.size == (64, 64)
     record = json.loads((home / "subjects" / "s1" / "subject.json").read_text())
     assert record["id"] == "s1" and len(record["accepted"]) == 5
+    photos = SubjectStore("s1").accepted_photos()  # the normalised uploads, named by their hash
+    assert [p.stem for p in photos] == [e["sha256"] for e in record["accepted"]] and all(p.is_file() for p in photos)
     with pytest.raises(UserError, match="resolution"):
         intake([folder], "s1", resolution=128)
 
@@ -332,10 +335,15 @@ def test_load_subject_before_intake_is_a_clear_error():
 
 
 def test_demo_subject_split_matches_manifest():
-    from workbench.subjects.demo import demo_photos, demo_subjects
+    from workbench.subjects.demo import demo_photos, demo_subjects, subject_sources
 
     assert len(demo_subjects()) == 10
     photos = demo_photos("Naomi_Watts")
+    # a run takes in every LFW photo of the person and draws its own random split (no split is given)
+    everything, given = subject_sources("Naomi_Watts", None)
+    assert given is None and sorted(everything) == sorted((LFW / "people" / "Naomi_Watts").glob("*.jpg"))
+    assert {p.name for p, _ in photos} <= {p.name for p in everything}
+    assert subject_sources(None, ["a.jpg", Path("b")]) == ([Path("a.jpg"), Path("b")], None)
     splits = {str(p): s for p, s in photos}
     report = intake([p for p, _ in photos], "demo-naomi", resolution=64, splits=splits)
     assert not report.rejected and (report.train, report.holdout) == (15, 5)

@@ -14,6 +14,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from metrics_helpers import build_small_pipeline  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from sklearn.metrics import roc_curve as sk_roc_curve  # noqa: E402
@@ -107,18 +108,36 @@ def test_tpr_at_1pct_fpr_reads_the_full_curve_where_sklearn_drops_a_tied_point()
 
 
 @pytest.mark.parametrize("shift,decimals", [(1.0, None), (1.0, 0), (-1.0, None), (0.0, 1)])
-def test_advantage_equals_max_abs_tpr_minus_fpr_of_sklearn(shift, decimals):
+def test_advantage_is_the_signed_max_of_tpr_minus_fpr_of_sklearn(shift, decimals):
+    """Yeom et al.'s advantage is the attacker's gain, max(TPR − FPR) (≥ 0), not the two-sided KS statistic."""
     for seed in range(5):
         m, n = synthetic(40, 30, shift, seed, decimals)
         fpr, tpr, _ = roc.roc_curve(m, n)
         sk_fpr, sk_tpr, _ = sk_roc_curve(np.r_[np.ones(40), np.zeros(30)], np.r_[m, n])
-        assert roc.advantage(fpr, tpr) == pytest.approx(np.max(np.abs(sk_tpr - sk_fpr)), abs=1e-12)
+        assert roc.advantage(fpr, tpr) == pytest.approx(max(0.0, np.max(sk_tpr - sk_fpr)), abs=1e-12)
+
+
+def test_auc_p_value_matches_the_exact_mann_whitney_test_and_reports_the_unexpected_direction():
+    from scipy.stats import mannwhitneyu
+
+    for seed, shift in ((0, 0.8), (1, 0.0), (2, -0.8)):
+        m, n = synthetic(15, 30, shift, seed)
+        test = roc.auc_test(m, n, n_permutations=20_000, seed=seed)
+        exact = mannwhitneyu(m, n, method="exact").pvalue
+        assert test.auc_p_value == pytest.approx(exact, abs=0.01), (shift, test.auc_p_value, exact)
+    low = roc.auc_test(*synthetic(15, 30, -3.0, 0))
+    assert low.direction == "members score lower" and low.auc_p_value < 0.001
+    d = roc.roc_report(*synthetic(15, 30, 2.0, 0), n_resamples=100, n_permutations=2000).to_dict()
+    assert 0 < d["auc"]["p_value"] < 0.01 and "null 95th percentile" in d["advantage"]["note"]
+    assert d["tpr_at_1pct_fpr"]["value"] is None and d["tpr_at_1pct_fpr"]["n"] == [0, 0]
+    with_many = roc.roc_report(*synthetic(15, 120, 1.0, 0), n_resamples=100, n_permutations=500).to_dict()
+    assert with_many["tpr_at_1pct_fpr"]["value"] is not None  # ≥ 100 non-members: estimable
 
 
 def test_report_resamples_members_and_nonmembers_separately_and_states_granularity():
     m, n = synthetic(15, 5, 1.0, seed=3)
     d = roc.roc_report(m, n, n_resamples=500).to_dict()
-    for key in ("auc", "advantage", "tpr_at_1pct_fpr"):
+    for key in ("auc", "advantage"):
         assert d[key]["n"] == [15, 5]
         assert d[key]["ci_low"] <= d[key]["value"] <= d[key]["ci_high"]
     assert "1/75" in d["auc"]["note"]
@@ -157,49 +176,6 @@ def lfw_crops(folder: Path, numbers) -> list[Path]:
         crop.save(folder / f"{k:02d}.png")
         out.append(folder / f"{k:02d}.png")
     return out
-
-
-def build_small_pipeline(folder: Path, photos: list[Path]) -> None:
-    """A randomly initialised StableDiffusionPipeline for 32×32 images (UNet 1 M parameters), saved.
-
-    Two settings stand in for a *trained* VAE, as the real tiny-face and SD VAEs are: the posterior is
-    made near-deterministic (log-variance −30; a random VAE's posterior std ≈ 1 would drown the
-    latents in noise at every training step), and scaling_factor = 1/std of the latents, the rule
-    behind SD's 0.18215 (Rombach et al. 2022), so the UNet sees unit-variance latents."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    from workbench.backbones.tiny_face import MAX_TOKENS, build_tokenizer_files
-    from workbench.recipes.engine import load_images
-
-    torch.manual_seed(0)
-    build_tokenizer_files(folder / "tokenizer-src")
-    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer-src")
-    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        max_position_embeddings=MAX_TOKENS, projection_dim=32, pad_token_id=eos, eos_token_id=eos,
-        bos_token_id=tokenizer.convert_tokens_to_ids("<|startoftext|>")))
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=RES,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8)
-    unet = UNet2DConditionModel(sample_size=RES // 2, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=8, norm_num_groups=16)
-    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                              beta_end=0.012, clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-                              prediction_type="epsilon")
-    c = vae.config.latent_channels
-    with torch.no_grad():
-        vae.quant_conv.weight[c:] = 0.0  # rows c… of quant_conv give the posterior's log-variance
-        vae.quant_conv.bias[c:] = -30.0
-        latents = vae.encode(load_images(photos, RES)).latent_dist.mean
-    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.save_pretrained(folder / "pipeline", safe_serialization=True)
 
 
 @pytest.fixture(scope="module")
@@ -358,11 +334,12 @@ def test_mia_command_attacks_a_lora_artifact_against_its_subject(tmp_path, monke
     assert args.func(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["prompt"] == "a photo of sks person" and report["warning"] is None
-    for key in ("attacks", "base_control"):
+    assert report["calibrated"] and report["attacks"]["pia"]["calibrated"]
+    for key, queries in (("attacks", 4), ("base_control", 2)):  # calibration: 2 queries on the model, 2 on its base
         pia = report[key]["pia"]
         assert pia["auc"]["n"] == [n_m, n_n] and f"1/{n_m * n_n}" in pia["auc"]["note"]
-        assert pia["queries_per_image"] == 2 and pia["total_queries"] == 2 * (n_m + n_n)
-        assert pia["space"] == "latent"
+        assert pia["queries_per_image"] == queries and pia["total_queries"] == queries * (n_m + n_n)
+        assert pia["space"] == "latent" and pia["auc"]["p_value"] is not None
     table = mia_commands.summary_table(report)
     print(table)
     assert "tuned  pia" in table and "base   pia" in table

@@ -245,8 +245,8 @@ def test_a_job_without_images_is_refused(tmp_path):
 def test_max_steps_per_photo_caps_the_steps(base, crops, tmp_path, home):
     result = train("lora", base, crops, tmp_path / "run", steps=50, max_steps_per_photo=1.5)
     details = read_done(result.artifact_dir)["details"]
-    assert result.steps == 6 == details["steps_run"] == details["steps_cap"]  # 1.5 × 4 photos
-    assert details["steps_planned"] == 50
+    assert result.steps == 6 == details["steps"]["run"] == details["steps"]["cap"]  # 1.5 × 4 photos
+    assert details["steps"]["planned"] == 50
 
 
 def early_job(base, crops, out):
@@ -300,3 +300,28 @@ def test_should_stop_checkpoints_at_that_step_and_the_rerun_resumes(base, crops,
                                           should_stop=lambda: calls.append(1) or len(calls) >= 3)
     assert [p.name for p in (tmp_path / "run" / "checkpoint").iterdir()] == ["step-000003"]
     assert train("lora", base, crops, tmp_path / "run", steps=5).param_hash == straight.param_hash
+
+
+def test_a_backbone_rebuilt_in_place_with_other_weights_is_a_new_job(tmp_path, crops, home):
+    """The job key covers the base model's weights, not its name or path: rebuilding a local backbone
+    folder in place (here: other random weights) makes the next run train again instead of reusing a
+    model trained on the old weights."""
+    from workbench.backbones.tiny_face import build_pipeline
+
+    folder = tmp_path / "my-backbone"
+    build_pipeline(folder, seed=0)
+    recipe = registry.get_recipe("lora")
+    params = recipe.params(**FAST["lora"])
+    job = engine.TrainJob(base=str(folder), train_images=crops, subject_id=SUBJECT, device="cpu")
+    first = recipe.train(job.in_store("lora", params), params)
+    again = recipe.train(job.in_store("lora", params), params)
+    assert again.artifact_dir == first.artifact_dir and again.param_hash == first.param_hash  # reused
+
+    build_pipeline(folder, seed=1)  # the same folder, other weights
+    rebuilt = job.in_store("lora", params)
+    old_weights = json.loads((first.artifact_dir.parent / engine.JOB).read_text())["base_weights"]
+    assert rebuilt.record("lora", params)["base_weights"] != old_weights
+    second = recipe.train(rebuilt, params)
+    assert second.artifact_dir != first.artifact_dir
+    assert second.param_hash != first.param_hash  # trained again, on the new weights
+    assert read_done(second.artifact_dir)["base_sha256"] != read_done(first.artifact_dir)["base_sha256"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from workbench.backbones.tiny_face import build_pipeline
+from workbench.cli import main
 from workbench.generate import read_records
 from workbench.lifecycle import manifest
 from workbench.runner import run_experiment
@@ -41,7 +42,7 @@ def _spec(base: Path, **over) -> dict:
     return spec
 
 
-def test_run_trains_every_recipe_and_writes_generations_with_records(base, tmp_path, monkeypatch):
+def test_run_trains_every_recipe_and_writes_generations_with_records(base, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
     spec = parse_spec(_spec(base))
     outcome = run_experiment(spec, tmp_path / "run")
@@ -57,7 +58,7 @@ def test_run_trains_every_recipe_and_writes_generations_with_records(base, tmp_p
     ti = read_records(tmp_path / "run" / "generations" / "textual_inversion" / "seed0")
     assert any("<sks>" in r.prompt for r in ti)
     # results.json: one row per recipe (control first), every metric with its interval and n
-    from workbench.report.schema import validate_results
+    from workbench.results import validate_results
 
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     validate_results(results)
@@ -77,11 +78,18 @@ def test_run_trains_every_recipe_and_writes_generations_with_records(base, tmp_p
             rel = str(f.resolve().relative_to(home)) if f.resolve().is_relative_to(home) else str(f.resolve())
             assert rel in registered, f
 
-    # a rerun reuses models and images: nothing is retrained or regenerated
+    # a rerun (here from the command line) reuses models and images: nothing is retrained or regenerated;
+    # it ends with the compact summary (recipe, fidelity, strongest leakage signal, grade) and the report path
     before = {f: f.stat().st_mtime_ns for f in (tmp_path / "run" / "generations").rglob("*.png")}
-    again = run_experiment(spec, tmp_path / "run")
-    assert again.ok
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(_spec(base)))
+    assert main(["run", str(spec_file), "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "strongest leakage signal" in out and "none (control)" in out and "CONTROL" in out
+    assert f"report: {tmp_path / 'run' / 'report.html'}" in out
     assert {f: f.stat().st_mtime_ns for f in (tmp_path / "run" / "generations").rglob("*.png")} == before
+    assert main(["run", str(spec_file), "--out", str(tmp_path / "run"), "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["status"]) == set(outcome.status)
 
 
 def test_failed_recipe_is_recorded_and_the_others_go_on(base, tmp_path, monkeypatch):
@@ -90,10 +98,12 @@ def test_failed_recipe_is_recorded_and_the_others_go_on(base, tmp_path, monkeypa
         {"name": "none"}, {"name": "lora", "params": {"steps": 2}},
     ]))
     # a corrupted LoRA job folder (a different job already lives there) makes that recipe fail
-    from workbench.runner import model_key, prepare_subject
-    subject, _ = prepare_subject(spec, 64)
-    key = model_key(spec, spec.recipes[1], subject, 0, subject.train)
-    bad = tmp_path / "home" / "subjects" / subject.id / "models" / f"lora-{key}"
+    from workbench.recipes.engine import TrainJob
+    from workbench.runner import prepare_subject
+    subject, _, _ = prepare_subject(spec, 64)
+    job = TrainJob(base=spec.backbone, train_images=subject.train, holdout_images=subject.holdout,
+                   subject_id=subject.id, seed=0, resolution=subject.resolution)
+    bad = job.in_store("lora", spec.recipes[1].typed_params()).out_dir
     bad.mkdir(parents=True)
     (bad / "job.json").write_text(json.dumps({"recipe": "dreambooth", "params": {}}))
     outcome = run_experiment(spec, tmp_path / "run")
@@ -131,7 +141,7 @@ def test_privacy_recipes_report_epsilon_protection_and_training_options(base, tm
     assert privacy["epsilon"] == pytest.approx(
         dp_lora.epsilon(privacy["noise_multiplier"], 4 / n, 3, 1e-5), abs=1e-4)
     assert privacy["epsilon"] <= 8.0
-    prot = rows["lora-protected"]["train"]["protection"]
+    prot = rows["lora-protected"]["train"]["details"]["protection"]
     assert rows["lora-protected"]["train"]["photos"] == "protected"
     assert set(prot["psnr_db"]) >= {"value", "ci_low", "ci_high", "n"} and prot["psnr_db"]["n"] == n
     assert prot["linf_levels"] <= prot["epsilon_levels"] == 3  # floor(0.03 × 127.5)
@@ -140,7 +150,7 @@ def test_privacy_recipes_report_epsilon_protection_and_training_options(base, tm
     assert early["history"] and early["best_step"] >= 1
     assert rows["lora-capped"]["train"]["steps"] == int(0.25 * n)
     # the stored protected photos stay within the bound, pixel by pixel, and are registered for erasure
-    subject, _ = prepare_subject(spec, 64)
+    subject, _, _ = prepare_subject(spec, 64)
     protected = protect_photos(spec, subject, "cpu")
     registered = {a.path for a in manifest.read(subject.id)}
     for clean, prot_path in zip(subject.train, protected.paths, strict=True):
@@ -197,3 +207,40 @@ def test_erasure_after_a_real_tiny_face_run_leaves_nothing_in_any_store(tmp_path
     check = verify_erasure(outcome.subject_id)
     assert check["ok"], check["residual"]
     assert not outcome.run_dir.exists()
+
+
+def test_a_cohort_trains_one_model_per_person_and_pools_the_membership_evidence(base, tmp_path, monkeypatch):
+    """Two LFW people (outside the demo list), random splits per person, one model per person per recipe;
+    results.json pools the calibrated scores over people, the report shows the cohort first, and erasing one
+    person deletes every run file that holds their data."""
+    from workbench.lifecycle.erasure import erase
+    from workbench.lifecycle.verification import verify_erasure
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    spec = parse_spec(_spec(base, subject=None, cohort={"people": ["Jason_Kidd", "Ian_Thorpe"], "members": 5},
+                            recipes=[{"name": "none"}, {"name": "lora", "params": {"steps": 2}}],
+                            metrics={"encoders": ["sface"], "mia_attacks": ["loss", "pia"]}))
+    outcome = run_experiment(spec, tmp_path / "run")
+    assert outcome.ok, outcome.status
+    people = [s.id for s in spec.subjects()]
+    assert set(outcome.status) == {f"{p}/{label}/seed0" for p in people for label in ("none", "lora")}
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["run"]["subjects"] == people and {r["subject"] for r in results["rows"]} == set(people)
+    splits = json.loads((tmp_path / "run" / "split.json").read_text())
+    for person in people:
+        assert splits[person]["members"] == 5 and splits[person]["method"] == "random"
+        assert set(splits[person]["member_sha256"]).isdisjoint(splits[person]["non_member_sha256"])
+    pooled = results["pooled"]["lora/seed0"]["metrics"]
+    n_members = sum(splits[p]["members"] for p in people)
+    n_non = sum(splits[p]["non_members"] for p in people)
+    for attack in ("loss", "pia"):
+        m = pooled[f"mia.{attack}.auc"]
+        assert m["n"] == [n_members, n_non] and m["n_subjects"] == 2 and 0 < m["p_value"] <= 1
+        assert m["ci_low"] <= m["value"] <= m["ci_high"]
+    control = results["pooled"]["none/seed0"]["metrics"]["mia.loss.auc"]
+    assert control["value"] == 0.5 and control["p_value"] == 1.0  # the base against itself: exactly chance
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert text.index("Cohort: every person pooled") < text.index('id="scorecard"')
+    erase(people[0])  # one person asks for erasure: every file holding their data goes
+    assert verify_erasure(people[0])["ok"]
+    assert not (tmp_path / "run" / "results.json").exists() and not (tmp_path / "run" / "report.html").exists()

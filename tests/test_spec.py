@@ -70,9 +70,10 @@ def test_minimal_spec_fills_every_default():
     assert spec.backbone == "tiny-face"
     assert spec.seeds == [0] and spec.images_per_prompt == 2
     assert (spec.sampling.steps, spec.sampling.guidance_scale, spec.sampling.batch_size) == (25, 5.0, 8)
-    assert spec.metrics.encoders == ["sface"] and spec.metrics.mia_attacks == ["loss", "pia", "secmi"]
+    assert spec.metrics.encoders == ["sface"] and spec.metrics.mia_attacks == ["loss", "loss_t", "pia", "secmi"]
     assert spec.tracking.wandb == "offline" and spec.tracking.log_images is False
-    assert spec.subject.holdout_fraction == 0.25 and spec.subject.resolution is None
+    assert spec.subject.members is None and spec.subject.holdout_fraction is None and spec.subject.split_seed == 0
+    assert spec.subject.resolution is None
     assert spec.recipes[1].label == "toy"
     assert spec.recipes[1].params == {"rank": 8, "steps": 10}  # defaulted by the recipe's Params
     assert spec.retention.days_for("upload") == 30

@@ -1,6 +1,8 @@
 """``workbench`` command line: a thin shell over library functions.
 
-Each stage module exposes ``add_commands(subparsers)``; the modules are listed here, nothing else.
+Each stage's command module exposes ``add_commands(subparsers)``; the modules are listed here, nothing else.
+A package's commands live in its ``commands.py``; a command with a module of its own is in
+``<command>_commands.py`` beside its library module (``metrics/mia_commands.py``, ``generate_commands.py``).
 Bad input raises :class:`workbench.errors.UserError`, printed as one line (exit 2), never a traceback.
 """
 
@@ -18,13 +20,16 @@ COMMAND_MODULES = (
     "workbench.subjects.commands",    # intake
     "workbench.backbones.commands",   # pretrain-base, backbone-info
     "workbench.recipes.commands",     # train, recipes
-    "workbench.generate",             # generate
+    "workbench.generate_commands",    # generate
     "workbench.metrics.commands",     # verify-encoder, audit
     "workbench.metrics.mia_commands", # mia
-    "workbench.runner",               # run
+    "workbench.metrics.extract_commands",  # extract (FineXtract)
+    "workbench.run_commands",         # run
     "workbench.report.commands",      # report
-    "workbench.compare",              # compare
+    "workbench.compare_commands",     # compare
     "workbench.lifecycle.commands",   # purge, erase, verify-erasure, audit-log, export, import, retention
+    "workbench.provider.commands",    # provider template, assess, compare
+    "workbench.modelfile.commands",   # inspect
     "workbench.app.commands",         # app
 )
 

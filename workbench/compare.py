@@ -14,15 +14,13 @@ how a recipe behaves *in general*, the per-run values are aggregated here:
 - leakage metrics also get the paired difference from the ``none`` control of the same run and seed,
   aggregated the same way (``delta``): that, not the raw value, is the leakage the recipe adds.
 
-Pure functions (:func:`aggregate` → JSON-able dict, :func:`to_markdown`, :func:`to_html`) plus the CLI.
+Pure functions (:func:`aggregate` → JSON-able dict, :func:`to_markdown`, :func:`to_html`); the CLI is
+:mod:`workbench.compare_commands`.
 """
 
 from __future__ import annotations
 
-import argparse
 import html
-import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -31,11 +29,10 @@ import numpy as np
 from workbench import paths
 from workbench.errors import UserError
 from workbench.lifecycle import manifest
+from workbench.metrics import registry
 from workbench.metrics.stats import N_RESAMPLES, bootstrap_mean
-from workbench.report import schema
-from workbench.report.scorecard import MAIN_COLUMNS, MIA_COLUMNS, TITLES, control_for, format_num
-
-METRICS = tuple(dict.fromkeys(MAIN_COLUMNS + MIA_COLUMNS))
+from workbench.report.scorecard import control_for, format_num, main_columns, mia_columns
+from workbench.results import CONTROL_RECIPE, load_results
 
 
 def _interval(values: list[float], n_resamples: int, seed: int) -> dict:
@@ -61,7 +58,8 @@ def aggregate(results_list: list[dict], n_resamples: int = N_RESAMPLES, seed: in
     """Aggregate validated results dicts: one entry per (recipe label, metric)."""
     if not results_list:
         raise UserError("compare needs at least one run folder")
-    keys = list(METRICS) + sorted({k for r in results_list for row in r["rows"] for k in row["metrics"]} - set(METRICS))
+    metrics = tuple(dict.fromkeys(main_columns() + mia_columns()))
+    keys = list(metrics) + sorted({k for r in results_list for row in r["rows"] for k in row["metrics"]} - set(metrics))
     values: dict[tuple[str, str], list[tuple[str, float]]] = defaultdict(list)
     deltas: dict[tuple[str, str], list[tuple[str, float]]] = defaultdict(list)
     info: dict[str, dict] = {}
@@ -81,11 +79,11 @@ def aggregate(results_list: list[dict], n_resamples: int = N_RESAMPLES, seed: in
                 if m is None or m["value"] is None:
                     continue
                 values[(row["label"], key)].append((sid, m["value"]))
-                if schema.is_leakage(key) and control is not None and control != i:
+                if registry.is_leakage(key) and control is not None and control != i:
                     c = results["rows"][control]["metrics"].get(key)
                     if c is not None and c["value"] is not None:
                         deltas[(row["label"], key)].append((sid, m["value"] - c["value"]))
-    labels = sorted(info, key=lambda lb: (schema.CONTROL_RECIPE not in info[lb]["recipes"], lb))
+    labels = sorted(info, key=lambda lb: (CONTROL_RECIPE not in info[lb]["recipes"], lb))
     table = []
     for label in labels:
         by_subject = len(info[label]["subjects"]) >= 2
@@ -93,7 +91,7 @@ def aggregate(results_list: list[dict], n_resamples: int = N_RESAMPLES, seed: in
             items = values.get((label, key), [])
             entry = {"label": label, "metric": key, "unit": "subject" if by_subject else "run-seed",
                      "n_rows": len(items), **_interval(_units(items, by_subject), n_resamples, seed)}
-            if schema.is_leakage(key):
+            if registry.is_leakage(key):
                 d = _interval(_units(deltas.get((label, key), []), by_subject), n_resamples, seed)
                 entry["delta_vs_none"] = {k: d[k] for k in ("mean", "ci_low", "ci_high", "n")}
             table.append(entry)
@@ -109,7 +107,7 @@ def aggregate(results_list: list[dict], n_resamples: int = N_RESAMPLES, seed: in
 
 
 def load_runs(run_dirs: list[Path]) -> list[dict]:
-    return [schema.load_results(d) for d in run_dirs]
+    return [load_results(d) for d in run_dirs]
 
 
 # --- Output ----------------------------------------------------------------------------------------
@@ -144,7 +142,7 @@ def to_markdown(agg: dict) -> str:
         for lb in labels:
             e = grid.get((lb, key))
             cells.append(_cell(e) + (f" {_delta(e)}" if e and _delta(e) else ""))
-        lines.append(f"| {TITLES.get(key, key)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {registry.title(key)} | " + " | ".join(cells) + " |")
     runs = ", ".join(f"{r['name']}/{r['subject_id']}" for r in agg["runs"])
     units = "; ".join(f"{lb}: {v['subjects']} subject(s), {v['rows']} row(s), {v['failed']} failed"
                       for lb, v in agg["recipes"].items())
@@ -175,7 +173,7 @@ def to_html(agg: dict) -> str:
                   if e["ci_low"] is not None else "<span class='ci'>no interval (one unit)</span>")
             cells.append(f"<td><span class='v'>{format_num(e['mean'])}</span>{ci}<span class='ci'>n = {e['n']} "
                          f"{e_(e['unit'])}(s)</span><span class='d'>{e_(_delta(e))}</span></td>")
-        rows.append(f"<tr><th>{e_(TITLES.get(key, key))}</th>{''.join(cells)}</tr>")
+        rows.append(f"<tr><th>{e_(registry.title(key))}</th>{''.join(cells)}</tr>")
     runs = "".join(f"<li>{e_(r['name'])}: subject {e_(r['subject_id'])}, created {e_(r['created'])}</li>"
                    for r in agg["runs"])
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
@@ -199,21 +197,3 @@ def write_html(agg: dict, out: Path, results_list: list[dict]) -> Path:
     else:
         manifest.atomic_write_bytes(out, data)
     return out
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    results_list = load_runs(args.run_dirs)
-    agg = aggregate(results_list, n_resamples=args.resamples)
-    if args.out:
-        print(f"wrote {write_html(agg, args.out, results_list)}", file=sys.stderr)
-    print(json.dumps(agg, indent=1) if args.json else to_markdown(agg))
-    return 0
-
-
-def add_commands(sub) -> None:
-    p = sub.add_parser("compare", help="aggregate recipes across run folders (runs, subjects, seeds) with intervals")
-    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run folders holding results.json")
-    p.add_argument("--json", action="store_true", help="print the aggregate as JSON instead of a markdown table")
-    p.add_argument("--out", type=Path, default=None, help="also write a self-contained HTML page here")
-    p.add_argument("--resamples", type=int, default=N_RESAMPLES, help="bootstrap resamples (default %(default)s)")
-    p.set_defaults(func=_cmd_compare)

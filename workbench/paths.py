@@ -43,6 +43,19 @@ def runs_root() -> Path:
     return home() / "runs"
 
 
+ERASURE_JOURNAL = "erasure-journal"  # folder of the data root holding pending erasures (one file per subject)
+
+
+def erasure_journal_dir() -> Path:
+    """Where pending erasures are journaled (:mod:`workbench.lifecycle.erasure`); its ``.lock`` serialises them."""
+    return home() / ERASURE_JOURNAL
+
+
+def erasure_journal(subject_id: str) -> Path:
+    """The journal of a pending (or interrupted) erasure of ``subject_id``; it exists only while one is pending."""
+    return erasure_journal_dir() / f"{check_subject_id(subject_id)}.json"
+
+
 def lfw_dir() -> Path | None:
     """The LFW copy to use for demo subjects: ``$WORKBENCH_LFW_DIR`` or the shared data folder."""
     env = os.environ.get("WORKBENCH_LFW_DIR")

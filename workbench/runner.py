@@ -11,7 +11,7 @@ Run folder::
     spec.json                 the resolved spec (every default filled in)
     run.json                  status per recipe and seed, timings, software versions
     results.json              per recipe row: every metric as {value, ci_low, ci_high, n}, ROC curves,
-                              the closest generations; the run's metadata (workbench/report/schema.py)
+                              the closest generations; the run's metadata (workbench/results.py)
     report.html               the self-contained privacy-risk report
     generations/<label>/seed<k>/   images + records.jsonl (recipe, prompt, group, seed, steps, sha256)
                               + metrics.json (that row's measurements, cached by content)
@@ -23,17 +23,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import time
 import traceback
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench import paths
+from workbench import paths, records
+from workbench.backbones.registry import backbone_resolution
 from workbench.errors import Interrupted
 from workbench.lifecycle import manifest
+from workbench.lifecycle.erasure import erasure_requested, working_on
 from workbench.lifecycle.policy import set_retention
-from workbench.spec import RecipeEntry, Spec, load_spec
+from workbench.spec import RecipeEntry, Spec
+
+try:
+    import fcntl  # POSIX: serialise writers in concurrent processes
+except ImportError:  # pragma: no cover
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -51,96 +61,91 @@ class RunOutcome:
 
 def default_run_dir(spec: Spec) -> Path:
     digest = hashlib.sha256(json.dumps(spec.resolved(), sort_keys=True).encode()).hexdigest()[:10]
-    return paths.runs_root() / f"{spec.name}-{spec.subject.id}-{digest}"
+    return paths.runs_root() / f"{spec.name}-{spec.run_subject_id}-{digest}"
 
 
-def backbone_resolution(spec: Spec) -> int:
-    if spec.subject.resolution:
-        return spec.subject.resolution
-    from workbench.backbones.registry import resolve_backbone
-
-    source = Path(resolve_backbone(spec.backbone))
-    cfg = source / "unet" / "config.json"
-    vae_cfg = source / "vae" / "config.json"
-    if cfg.exists() and vae_cfg.exists():
-        unet = json.loads(cfg.read_text())
-        vae = json.loads(vae_cfg.read_text())
-        return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
-    return 512  # hub ids of the SD 1.x family
-
-
-def prepare_subject(spec: Spec, resolution: int):
-    """Intake of the spec's subject (idempotent); returns the loaded Subject."""
+def prepare_subject(spec: Spec, resolution: int, sub=None):
+    """Intake of a subject of the spec (``sub``; default the spec's one subject), idempotent, then the random
+    member/non-member split of every accepted photo (:func:`workbench.subjects.split.draw_split`)
+    → (Subject, intake report, Split)."""
     from workbench.errors import UserError
-    from workbench.subjects.demo import demo_photos
+    from workbench.subjects.demo import subject_sources
     from workbench.subjects.intake import intake
-    from workbench.subjects.store import load_subject
+    from workbench.subjects.split import draw_split
+    from workbench.subjects.store import Subject, SubjectStore
 
-    sid = spec.subject.id
-    if spec.subject.demo:
-        photos = demo_photos(spec.subject.demo)
-        sources = [p for p, _ in photos]
-        splits = {p.name: split for p, split in photos}
-    else:
-        sources, splits = [Path(p) for p in spec.subject.photos], None
-    report = intake(sources, sid, resolution=resolution, holdout_fraction=spec.subject.holdout_fraction,
-                    splits=splits)
-    subject = load_subject(sid)
-    if not subject.train:
-        raise UserError(f"subject {sid}: no training photos were accepted ({report.to_json()})")
-    return subject, report
+    sub = sub or spec.subject
+    sources, splits = subject_sources(sub.demo, sub.photos)
+    report = intake(sources, sub.id, resolution=resolution, splits=splits, upscale=sub.upscale)
+    store = SubjectStore(sub.id)
+    crops = {e["sha256"]: (store.root / e["crop"]).resolve() for e in (store.read_record() or {}).get("accepted", [])}
+    if len(crops) < 2:
+        reasons = Counter(r.reason for r in report.rejected)
+        why = "; ".join(f"{n} × {reason}" for reason, n in reasons.most_common(3)) or "no photos found"
+        raise UserError(f"subject {sub.id}: {len(crops)} photo(s) accepted at {resolution} px, at least 2 are needed "
+                        f"(members and non-members). Rejected: {why}")
+    split = draw_split(list(crops), sub.members, sub.split_seed, sub.max_non_members, sub.holdout_fraction)
+    subject = Subject(sub.id, resolution, [crops[d] for d in split.members], [crops[d] for d in split.non_members])
+    return subject, report, split
 
 
-def protect_photos(spec: Spec, subject, device: str):
+def protect_photos(spec: Spec, subject, device: str, protection=None):
     """The subject's protected training photos (made once, then reused), for ``photos: protected`` entries."""
     from workbench.subjects.protect import protect_subject
 
     prompt = INSTANCE_PROMPT.format(identifier=spec.prompts.identifier, class_noun=spec.prompts.class_noun)
-    return protect_subject(subject, spec.backbone, spec.subject.protection, device, prompt)
+    return protect_subject(subject, spec.backbone, protection or spec.subject.protection, device, prompt)
 
 
-def model_key(spec: Spec, entry: RecipeEntry, subject, seed: int, train_images: list[Path]) -> str:
-    from workbench.lifecycle.manifest import sha256_file
-    from workbench.recipes.engine import early_stopping_patience
+def train_job(spec: Spec, entry: RecipeEntry, subject, seed: int, device: str, protected=None, **job_args):
+    """The row's training job, its folder in the subject's model store named by the job's content key."""
+    from workbench.recipes.engine import TrainJob
 
-    params = entry.typed_params()
-    ident = {
-        "backbone": spec.backbone, "recipe": entry.name, "params": params.model_dump(mode="json"),
-        "train": sorted(sha256_file(p) for p in train_images), "seed": seed,
-        "identifier": spec.prompts.identifier, "class_noun": spec.prompts.class_noun,
-        "resolution": subject.resolution,
-    }
-    if early_stopping_patience(params) is not None:  # the holdout photos select the model
-        ident["holdout"] = sorted(sha256_file(p) for p in subject.holdout)
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    train_images = protected.paths if entry.photos == "protected" else subject.train
+    return TrainJob(
+        base=spec.backbone, train_images=train_images, holdout_images=subject.holdout, subject_id=subject.id,
+        identifier=spec.prompts.identifier, class_noun=spec.prompts.class_noun, device=device,
+        seed=seed, resolution=subject.resolution, **job_args,
+    ).in_store(entry.name, entry.typed_params())
 
 
 def train_recipe(spec: Spec, entry: RecipeEntry, subject, seed: int, device: str, protected=None,
-                 should_stop=None):
-    """Train (or reuse, or resume) one recipe for one seed; the model lives in the subject's store."""
-    from workbench.recipes.engine import TrainJob
+                 should_stop=None, **job_args):
+    """Train (or reuse, or resume) one recipe for one seed; the model lives in the subject's store.
+
+    Two processes training the same content key (two Ray tasks of rows that differ only in their label)
+    take turns on a lock next to the model folder: the second one reuses the first one's model."""
     from workbench.recipes.registry import get_recipe
 
-    train_images = protected.paths if entry.photos == "protected" else subject.train
-    key = model_key(spec, entry, subject, seed, train_images)
-    job = TrainJob(
-        base=spec.backbone, train_images=train_images, holdout_images=subject.holdout, subject_id=subject.id,
-        out_dir=paths.subject_dir(subject.id) / "models" / f"{entry.name}-{key}",
-        identifier=spec.prompts.identifier, class_noun=spec.prompts.class_noun, device=device,
-        seed=seed, resolution=subject.resolution,
-    )
+    job = train_job(spec, entry, subject, seed, device, protected, **job_args)
     loop = {} if should_stop is None else {"should_stop": should_stop}
-    return get_recipe(entry.name).train(job, entry.typed_params(), **loop)
+    with _file_lock(paths.erasure_journal_dir() / "locks" / f"{subject.id}.{job.out_dir.name}.lock"):
+        return get_recipe(entry.name).train(job, entry.typed_params(), **loop)
+
+
+@contextmanager
+def _file_lock(path: Path):
+    """An exclusive ``flock`` on ``path`` for the block (across processes; released if the process dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if fcntl:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def train_record(entry: RecipeEntry, result, protected) -> dict:
-    """A row's ``train`` entry: steps run, time, loss, the photos it saw, and what the recipe recorded
-    (step cap, early stopping, DP accounting)."""
-    record = {"steps": result.steps, "seconds": round(result.seconds, 2), "final_loss": result.final_loss,
-              "photos": entry.photos, "details": result.details}
+    """A row's ``train`` entry: steps run, time, loss, the photos it saw, and the typed records
+    (:mod:`workbench.records`) of what the recipe and the defences did, keyed by kind."""
+    from workbench.subjects.protect import ProtectionRecord
+
+    details = dict(result.details)
     if entry.photos == "protected":
-        record["protection"] = {k: v for k, v in protected.report.items() if k != "files"}
-    return record
+        details |= records.dump(ProtectionRecord.from_report(protected.report))
+    return {"steps": result.steps, "seconds": round(result.seconds, 2), "final_loss": result.final_loss,
+            "photos": entry.photos, "details": details}
 
 
 def generate_for(spec: Spec, entry: RecipeEntry, pipe, result, subject, seed: int, out: Path):
@@ -156,8 +161,12 @@ def generate_for(spec: Spec, entry: RecipeEntry, pipe, result, subject, seed: in
                     spec.sampling.guidance_scale, spec.sampling.batch_size, out, subject.id, entry.label)
 
 
-def measure_for(spec: Spec, pipe, result, records, gen_dir: Path, run_dir: Path, ref, seed: int, subject_id: str):
-    """Every metric of one row, cached in ``gen_dir/metrics.json`` by the content it was computed from."""
+def measure_for(spec: Spec, pipe, result, records, gen_dir: Path, run_dir: Path, ref, seed: int, subject_id: str,
+                device: str = "cpu"):
+    """Every metric of one row, cached in ``gen_dir/metrics.json`` by the content it was computed from.
+
+    The attacks are calibrated against the untouched base scored under the plain instance prompt (the
+    ``none`` row's own prompt, so its calibrated scores are exactly 0)."""
     from workbench.measure import measure_row, measurement_key
 
     prompt = INSTANCE_PROMPT.format(identifier=result.identifier, class_noun=spec.prompts.class_noun)
@@ -167,8 +176,17 @@ def measure_for(spec: Spec, pipe, result, records, gen_dir: Path, run_dir: Path,
         cached = json.loads(cache.read_text())
         if cached.get("key") == key:
             return cached["row"]
-    row = measure_row(pipe, records, gen_dir, run_dir, ref, spec.metrics.encoders, spec.metrics.mia_attacks,
-                      prompt, seed)
+    attacks = spec.metrics.mia_attacks
+    base_prompt = INSTANCE_PROMPT.format(identifier=spec.prompts.identifier, class_noun=spec.prompts.class_noun)
+    reference = ref.mia_reference(spec.backbone, device, base_prompt, attacks, seed) if attacks else None
+    row = measure_row(pipe, records, gen_dir, run_dir, ref, spec.metrics.encoders, attacks, prompt, seed, reference)
+    if "finextract" in spec.metrics.extraction_attacks:  # extraction from the model file itself (slow)
+        from workbench.metrics.finextract import measure_extraction
+
+        flat, detail = measure_extraction(result.artifact_dir, ref.train, ref.holdout, gen_dir, spec.backbone,
+                                          spec.metrics.finextract, device, spec.metrics.encoders[0], subject_id)
+        row["metrics"] |= flat
+        row["extraction"] = {"finextract": detail}
     _write_json(subject_id, cache, {"key": key, "row": row})
     return row
 
@@ -176,9 +194,10 @@ def measure_for(spec: Spec, pipe, result, records, gen_dir: Path, run_dir: Path,
 INSTANCE_PROMPT = "a photo of {identifier} {class_noun}"  # the engine's training caption (TrainJob default)
 
 
-def _write_json(subject_id: str, path: Path, data: dict) -> None:
+def _write_json(owners: str | list[str], path: Path, data: dict) -> None:
+    """Write a run file and register it for erasure with every person whose data it holds."""
     text = json.dumps(data, indent=1, sort_keys=True, default=_jsonable) + "\n"
-    manifest.write_bytes(subject_id, "record", path, text.encode())
+    manifest.write_bytes(owners, "record", path, text.encode())
 
 
 def _jsonable(x):
@@ -191,75 +210,181 @@ def _jsonable(x):
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
-def run_experiment(spec: Spec, out: Path | None = None, progress=None, should_stop=None) -> RunOutcome:
-    """Run every recipe × seed of ``spec``; ``progress(stage, fraction)`` is called between stages.
+@dataclass
+class Person:
+    """One person of the run, prepared once: photos taken in and split, protected copies, references."""
+
+    subject: object  # workbench.subjects.store.Subject (train = members, holdout = non-members)
+    report: object  # the intake report
+    split: object  # workbench.subjects.split.Split
+    protected: object | None
+    ref: object  # workbench.measure.Reference
+
+
+def prepare_person(spec: Spec, sub, device: str, progress) -> Person:
+    from workbench.measure import Reference
+
+    with working_on(sub.id, must_exist=False):  # an erasure of the person waits (or refuses this)
+        progress(f"{sub.id}: intake", None)
+        set_retention(sub.id, spec.retention)  # every artifact's deadline follows the spec
+        subject, report, split = prepare_subject(spec, backbone_resolution(spec.backbone, sub.resolution), sub)
+        protected = None
+        if any(entry.photos == "protected" for entry in spec.recipes):
+            progress(f"{sub.id}: protecting photos", None)
+            protected = protect_photos(spec, subject, device, sub.protection)
+    progress(f"{sub.id}: embedding the photos", None)
+    return Person(subject, report, split, protected, Reference.load(subject, spec.metrics.encoders))
+
+
+def load_person(spec: Spec, sub, split, device: str) -> Person:
+    """The person as :func:`prepare_person` made them, read back without writing anything (a Ray task of
+    one of their rows): the accepted crops of the intake record, ``split`` (the prepared person's, so the
+    same members and non-members in the same order), the protected photos already made, the references."""
+    from workbench.measure import Reference
+    from workbench.subjects.store import Subject, SubjectStore
+
+    with working_on(sub.id):
+        store = SubjectStore(sub.id)
+        crops = {e["sha256"]: (store.root / e["crop"]).resolve()
+                 for e in (store.read_record() or {}).get("accepted", [])}
+        resolution = backbone_resolution(spec.backbone, sub.resolution)
+        subject = Subject(sub.id, resolution, [crops[d] for d in split.members], [crops[d] for d in split.non_members])
+        protected = None
+        if any(entry.photos == "protected" for entry in spec.recipes):
+            protected = protect_photos(spec, subject, device, sub.protection)  # made by prepare_person: reused
+    return Person(subject, None, split, protected, Reference.load(subject, spec.metrics.encoders))
+
+
+def row_name(spec: Spec, subject_id: str, entry: RecipeEntry, seed: int) -> str:
+    return (f"{subject_id}/" if spec.cohort is not None else "") + f"{entry.label}/seed{seed}"
+
+
+def row_dir(spec: Spec, run_dir: Path, subject_id: str, entry: RecipeEntry, seed: int) -> Path:
+    return run_dir / "generations" / (subject_id if spec.cohort is not None else "") / entry.label / f"seed{seed}"
+
+
+def write_owned(owners: list[str], path: Path, data: dict, prepared=()) -> None:
+    """A run file of the driver, written only while none of its people is being erased, and none of the
+    ``prepared`` ones (taken in earlier in this run) has been erased since: :class:`ErasureInProgress`."""
+    later = [o for o in owners if o not in prepared]
+    with working_on(later, must_exist=False), working_on(list(prepared)):
+        _write_json(owners, path, data)
+
+
+def failed_row(row: dict, error: str) -> dict:
+    """A row that produced no model: its error, no measurements."""
+    from workbench.measure import complete
+
+    return row | {"status": "failed", "error": error, "train": None, "roc": {}, "nearest": [],
+                  "metrics": complete({}, "not measured: the recipe failed")}
+
+
+def run_experiment(spec: Spec, out: Path | None = None, progress=None, should_stop=None,
+                   executor: str | None = None, address: str | None = None) -> RunOutcome:
+    """Run every person × recipe × seed of ``spec``; ``progress(stage, fraction)`` is called between stages.
 
     ``should_stop()`` is polled after every training step: when true, training checkpoints and the run
     stops with :class:`~workbench.errors.Interrupted` (as does any Interrupted raised by ``progress``);
-    nothing is written as a result, and an identical rerun resumes where it stopped."""
+    nothing is written as a result, and an identical rerun resumes where it stopped. A cohort runs one
+    person after the other (one model per person per recipe) and adds the pooled statistics.
+
+    ``executor`` / ``address`` override the spec's ``execution``: ``local`` runs here, in order
+    (:func:`run_local`); ``ray`` runs each row as a Ray task (:mod:`workbench.executors`). Both give the
+    same results.json."""
+    from workbench.executors import get_executor
+
+    run = get_executor(executor or spec.execution.executor)
+    return run(spec, out, progress, should_stop, address=address or spec.execution.address)
+
+
+def run_local(spec: Spec, out: Path | None = None, progress=None, should_stop=None) -> RunOutcome:
+    """The local executor: every row in this process, one after the other."""
     import torch
 
     from workbench.device import resolve_device
-    from workbench.measure import Reference, complete
-    from workbench.recipes.artifacts import load_personalised
 
-    progress = progress or (lambda stage, frac: None)
+    report_progress = progress or (lambda stage, frac: None)
     run_dir = Path(out) if out else default_run_dir(spec)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(spec.device)
-    progress("intake", 0.0)
-    set_retention(spec.subject.id, spec.retention)  # every artifact's deadline follows the spec
-    subject, report = prepare_subject(spec, backbone_resolution(spec))
-    outcome = RunOutcome(run_dir, subject.id)
-    _write_json(subject.id, run_dir / "spec.json", spec.resolved())
-    protected = None
-    if any(entry.photos == "protected" for entry in spec.recipes):
-        progress("protecting photos", 0.01)
-        protected = protect_photos(spec, subject, device)
-    progress("embedding the subject's photos", 0.02)
-    ref = Reference.load(subject, spec.metrics.encoders)
-    jobs = [(entry, seed) for seed in spec.seeds for entry in spec.recipes]
-    started = time.time()
-    rows = []
-    for i, (entry, seed) in enumerate(jobs):
-        name = f"{entry.label}/seed{seed}"
-        progress(f"{name}: training", (i + 0.05) / len(jobs))
-        t0 = time.time()
-        row = {"label": entry.label, "recipe": entry.name, "seed": seed, "params": entry.params}
-        try:
-            result = train_recipe(spec, entry, subject, seed, device, protected, should_stop)
-            pipe = load_personalised(spec.backbone, result.artifact_dir, device)
-            progress(f"{name}: generating", (i + 0.4) / len(jobs))
-            gen_dir = run_dir / "generations" / entry.label / f"seed{seed}"
-            records = generate_for(spec, entry, pipe, result, subject, seed, gen_dir)
-            progress(f"{name}: measuring", (i + 0.7) / len(jobs))
-            measured = measure_for(spec, pipe, result, records, gen_dir, run_dir, ref, seed, subject.id)
-            del pipe
-            outcome.status[name] = {
-                "ok": True, "recipe": entry.name, "seed": seed, "model": str(result.artifact_dir),
-                "identifier": result.identifier, "train_steps": result.steps,
-                "train_seconds": round(result.seconds, 2), "final_loss": result.final_loss,
-                "images": len(records), "seconds": round(time.time() - t0, 2),
-            }
-            row |= {"status": "ok", "error": None, "train": train_record(entry, result, protected)} | measured
-        except Interrupted:
-            raise  # a cancel stops the whole run; it is not this recipe's failure
-        except Exception as exc:  # noqa: BLE001 - one failed recipe never stops the others
-            log.error("%s failed: %s", name, exc)
-            with open(run_dir / "errors.log", "a", encoding="utf-8") as fh:
-                fh.write(f"== {name}\n{traceback.format_exc()}\n")
-            manifest.register(subject.id, "record", run_dir / "errors.log")
-            error = f"{type(exc).__name__}: {exc}"
-            outcome.status[name] = {"ok": False, "recipe": entry.name, "seed": seed, "error": error}
-            row |= {"status": "failed", "error": error, "train": None, "roc": {}, "nearest": [],
-                    "metrics": complete({}, "not measured: the recipe failed")}
+    people = spec.subjects()
+    owners = [sub.id for sub in people]  # every file of the run folder belongs to each person in it
+    jobs = [(k, entry, seed) for k in range(len(people)) for seed in spec.seeds for entry in spec.recipes]
+    outcome = RunOutcome(run_dir, spec.run_subject_id)
+    started, rows, splits, person, current = time.time(), [], {}, None, None
+    for i, (k, entry, seed) in enumerate(jobs):
+        def stage(text, frac, i=i):
+            report_progress(text, (i + (frac or 0.0)) / len(jobs))
+
+        if current != k:
+            person, current = prepare_person(spec, people[k], device, stage), k
+            if not splits:
+                write_owned(owners, run_dir / "spec.json", spec.resolved(), [person.subject.id])
+            splits[person.subject.id] = person.split
+            write_owned(owners, run_dir / "split.json", {sid: sp.record() for sid, sp in splits.items()}, splits)
+        name = row_name(spec, person.subject.id, entry, seed)
+        gen_dir = row_dir(spec, run_dir, person.subject.id, entry, seed)
+        row = run_row(spec, entry, seed, person, device, run_dir, gen_dir, name, outcome, owners, should_stop, stage)
         rows.append(row)
-        _write_json(subject.id, run_dir / "run.json", _run_record(spec, outcome, report, started, device, torch))
-    progress("report", 0.97)
-    _write_json(subject.id, run_dir / "results.json", _results(spec, subject, rows, device, torch))
-    publish(run_dir, spec)
-    progress("done", 1.0)
+        write_owned(owners, run_dir / "run.json", _run_record(spec, outcome, started, device, torch), splits)
+    report_progress("report", 0.97)
+    write_owned(owners, run_dir / "results.json", _results(spec, splits, rows, device, torch), splits)
+    with working_on(owners):
+        publish(run_dir, spec)
+    report_progress("done", 1.0)
     return outcome
+
+
+def run_row(spec: Spec, entry: RecipeEntry, seed: int, person: Person, device: str, run_dir: Path, gen_dir: Path,
+            name: str, outcome: RunOutcome, owners: list[str], should_stop, stage, **job_args) -> dict:
+    """One (person, recipe, seed) row: train (or reuse), generate, measure; a failure is recorded, not raised.
+
+    The row holds its person's work lock (:func:`~workbench.lifecycle.erasure.working_on`): an erasure of
+    the person asks it to stop (training stops at its next step: :class:`Interrupted`) and waits for it."""
+    with working_on(person.subject.id):
+        def stop():
+            return (should_stop is not None and should_stop()) or erasure_requested(person.subject.id)
+
+        return _run_row(spec, entry, seed, person, device, run_dir, gen_dir, name, outcome, owners, stop, stage,
+                        **job_args)
+
+
+def _run_row(spec: Spec, entry: RecipeEntry, seed: int, person: Person, device: str, run_dir: Path, gen_dir: Path,
+             name: str, outcome: RunOutcome, owners: list[str], should_stop, stage, **job_args) -> dict:
+    from workbench.recipes.artifacts import load_personalised
+
+    subject = person.subject
+    t0 = time.time()
+    row = {"label": entry.label, "recipe": entry.name, "seed": seed, "subject": subject.id, "params": entry.params}
+    try:
+        stage(f"{name}: training", 0.05)
+        result = train_recipe(spec, entry, subject, seed, device, person.protected, should_stop, **job_args)
+        pipe = load_personalised(spec.backbone, result.artifact_dir, device)
+        stage(f"{name}: generating", 0.4)
+        records = generate_for(spec, entry, pipe, result, subject, seed, gen_dir)
+        stage(f"{name}: measuring", 0.7)
+        measured = measure_for(spec, pipe, result, records, gen_dir, run_dir, person.ref, seed, subject.id, device)
+        del pipe
+        outcome.status[name] = {
+            "ok": True, "recipe": entry.name, "seed": seed, "subject": subject.id, "model": str(result.artifact_dir),
+            "identifier": result.identifier, "train_steps": result.steps,
+            "train_seconds": round(result.seconds, 2), "final_loss": result.final_loss,
+            "images": len(records), "seconds": round(time.time() - t0, 2),
+        }
+        return row | {"status": "ok", "error": None, "train": train_record(entry, result, person.protected)} | measured
+    except Interrupted:
+        raise  # a cancel stops the whole run; it is not this recipe's failure
+    except Exception as exc:  # noqa: BLE001 - one failed recipe never stops the others
+        log.error("%s failed: %s", name, exc)
+        with open(run_dir / "errors.log", "a", encoding="utf-8") as fh:
+            if fcntl:  # whole entries, when several Ray tasks fail at once
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            fh.write(f"== {name}\n{traceback.format_exc()}\n")
+        for owner in owners:
+            manifest.register(owner, "record", run_dir / "errors.log")
+        error = f"{type(exc).__name__}: {exc}"
+        outcome.status[name] = {"ok": False, "recipe": entry.name, "seed": seed, "subject": subject.id, "error": error}
+        return failed_row(row, error)
 
 
 def publish(run_dir: Path, spec: Spec) -> None:
@@ -274,70 +399,76 @@ def publish(run_dir: Path, spec: Spec) -> None:
         log.error("W&B mirror failed (the run folder is complete): %s", exc)
 
 
-def _results(spec: Spec, subject, rows: list[dict], device: str, torch) -> dict:
+def _results(spec: Spec, splits: dict, rows: list[dict], device: str, torch) -> dict:
     from datetime import datetime, timezone
 
     from workbench import __version__
     from workbench.measure import metric_meta
+    from workbench.results import SCHEMA_VERSION
 
-    rows = sorted(rows, key=lambda r: (r["recipe"] != "none", r["seed"]))  # the control first
+    order = list(splits)
+    rows = sorted(rows, key=lambda r: (order.index(r["subject"]), r["recipe"] != "none", r["seed"]))  # controls first
     spec_json = json.dumps(spec.resolved(), sort_keys=True).encode()
-    return {
-        "schema": 1,
-        "run": {"name": spec.name, "subject_id": subject.id, "backbone": spec.backbone, "device": device,
-                "seeds": list(spec.seeds), "n_train": len(subject.train), "n_holdout": len(subject.holdout),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "versions": {"workbench": __version__, "torch": torch.__version__,
-                             "python": platform.python_version()},
-                "spec_sha256": hashlib.sha256(spec_json).hexdigest()},
+    first = next(iter(splits.values()))
+    run = {"name": spec.name, "subject_id": spec.run_subject_id, "backbone": spec.backbone, "device": device,
+           "seeds": list(spec.seeds), "n_train": sum(len(sp.members) for sp in splits.values()),
+           "n_holdout": sum(len(sp.non_members) for sp in splits.values()),
+           "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "versions": {"workbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
+           "spec_sha256": hashlib.sha256(spec_json).hexdigest()}
+    split_meta = first.meta()
+    if spec.cohort is not None:
+        run["subjects"] = order
+        split_meta = split_meta | {"per_subject": {sid: sp.meta() for sid, sp in splits.items()}}
+    out = {
+        "schema": SCHEMA_VERSION,
+        "run": run,
         "rows": rows,
-        "meta": metric_meta(spec.metrics.encoders) | {"notes": [
-            "members = the subject's train photos, non-members = holdout photos of the same person",
+        "meta": metric_meta(spec.metrics.encoders) | {"split": split_meta, "notes": [
+            f"members = {split_meta['members']} photos per person drawn at random (seed {split_meta['seed']}) from "
+            "every accepted photo of the person, non-members = the others (split.json lists their hashes)",
+            "membership attacks are difficulty-calibrated (Watson et al. 2022): each photo's score on the model "
+            "minus its score on the untouched base model with the same noise draws; auc_raw is uncalibrated",
             "membership inference on latent models attacks the VAE latents (posterior mean x scaling factor)",
             "every metric: value with a 95% percentile-bootstrap interval and its sample size n",
-        ] + _training_notes(spec)},
+        ] + _training_notes(rows)},
     }
+    _intake_meta(out["meta"], splits)
+    if spec.cohort is not None:
+        from workbench.metrics import registry
+        from workbench.metrics.pooled import pool_rows
+
+        out["pooled"] = pool_rows(rows, order, list(spec.metrics.mia_attacks), list(registry.required_keys()))
+        out["meta"]["notes"].append(
+            f"cohort of {len(order)} people: one model per person per recipe; 'pooled' pools the calibrated "
+            "membership scores over people (two-level bootstrap, within-person permutations) and averages "
+            "the other metrics over people")
+    return out
 
 
-def _training_notes(spec: Spec) -> list[str]:
-    """What the report must say about how the models were trained, when it bears on the numbers."""
-    from workbench.recipes.engine import early_stopping_patience
+def _intake_meta(meta: dict, splits: dict) -> None:
+    """``meta.intake``: per person, the resolution and upscaling policy of the intake and how many of the run's
+    photos were upscaled (:func:`workbench.subjects.intake.intake_meta`), with a note when any were."""
+    from workbench.subjects.intake import intake_meta, upscale_note
 
-    notes = []
-    typed = [entry.typed_params() for entry in spec.recipes]
-    if any(early_stopping_patience(p) is not None for p in typed):
-        notes.append("early stopping selects the model on the holdout photos' denoising loss; the same photos are "
-                     "the non-members and the identity reference, so those rows are selected on them")
-    if any(entry.photos == "protected" for entry in spec.recipes):
-        notes.append("rows trained on protected photos are measured against the original (clean) photos: "
-                     "members, extraction and identity references are the photos as taken")
-    if any(entry.name == "dp_lora" for entry in spec.recipes):
-        notes.append("record-level differential privacy (dp_lora) bounds what the model reveals about any one "
-                     "training photo; it does not hide the identity that all the photos share")
-    return notes
+    meta["intake"] = {sid: intake_meta(sid, list(sp.members) + list(sp.non_members)) for sid, sp in splits.items()}
+    note = upscale_note(meta["intake"])
+    if note:
+        meta["notes"].append(note)
 
 
-def _run_record(spec, outcome, report, started, device, torch) -> dict:
+def _training_notes(rows: list[dict]) -> list[str]:
+    """The caveats of every kind of training record the rows carry (early stopping, protection, DP)."""
+    kinds = {kind for r in rows if r.get("train") for kind in (r["train"].get("details") or {})}
+    notes = [cls.note() for cls in records.record_types() if cls.KIND in kinds]
+    return [n for n in notes if n]
+
+
+def _run_record(spec, outcome, started, device, torch, **more) -> dict:
     from workbench import __version__
 
     return {
         "name": spec.name, "subject_id": outcome.subject_id, "status": outcome.status,
-        "intake": {"accepted": len(report.accepted), "rejected": len(report.rejected)},
         "seconds": round(time.time() - started, 2), "device": device,
         "versions": {"workbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
-    }
-
-
-def _cmd_run(args) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    spec = load_spec(args.spec)  # fails before any work, naming the field
-    outcome = run_experiment(spec, args.out)
-    print(json.dumps({"run_dir": str(outcome.run_dir), "status": outcome.status}, indent=1))
-    return 0 if outcome.ok else 1
-
-
-def add_commands(sub) -> None:
-    p = sub.add_parser("run", help="run an experiment spec: intake, recipes, generation, metrics, report")
-    p.add_argument("spec", help="experiment YAML, e.g. experiments/quickstart.yaml")
-    p.add_argument("--out", type=Path, default=None, help="run folder (default under $WORKBENCH_HOME/runs)")
-    p.set_defaults(func=_cmd_run)
+    } | more

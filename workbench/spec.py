@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -30,21 +31,20 @@ from pydantic import (
     model_validator,
 )
 
-from workbench.backbones.registry import BACKBONES
+from workbench.backbones.registry import BACKBONES, HUB_ID
 from workbench.errors import SpecError
 from workbench.lifecycle.manifest import KINDS
+from workbench.metrics import registry as metrics_registry
+from workbench.metrics.finextract import FineXtractParams
 from workbench.paths import check_subject_id
 from workbench.recipes import registry
 from workbench.subjects.protect import ProtectParams
+from workbench.subjects.upscale import UpscaleParams
 
 SPEC_VERSION = 1
-# TODO(metrics registry): read these from the encoder / attack registries once they exist.
-KNOWN_ENCODERS = ("sface", "dlib", "arcface")
-KNOWN_MIA_ATTACKS = ("loss", "pia", "secmi")
 TEMPLATE_FIELDS = ("identifier", "class_noun")
 
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DEMO_NAME = re.compile(r"^[A-Za-z0-9][\w.'-]{0,99}$")
 
 
@@ -74,7 +74,7 @@ def _check_demo_name(v: str) -> str:
 
 
 def _check_backbone(v: str) -> str:
-    if v in BACKBONES or v.startswith((".", "/", "~")) or _HUB_ID.match(v):
+    if v in BACKBONES or v.startswith((".", "/", "~")) or HUB_ID.match(v):
         return v
     raise ValueError(
         f"{v!r} is not one of {', '.join(BACKBONES)}, a diffusers hub id "
@@ -121,10 +121,10 @@ def _check_token(v: str) -> str:
     return v
 
 
-def _one_of(known: tuple[str, ...], what: str):
+def _one_of(known: Callable[[], tuple[str, ...]], what: str):
     def check(v: str) -> str:
-        if v not in known:
-            raise ValueError(f"unknown {what} {v!r}; known: {', '.join(known)}")
+        if v not in known():
+            raise ValueError(f"unknown {what} {v!r}; known: {', '.join(known())}")
         return v
     return check
 
@@ -182,14 +182,17 @@ WithoutTemplates = Annotated[
     list[Annotated[str, AfterValidator(_check_without_identifier)]], Field(min_length=1)
 ]
 Encoders = Annotated[
-    list[Annotated[str, AfterValidator(_one_of(KNOWN_ENCODERS, "encoder"))]],
+    list[Annotated[str, AfterValidator(_one_of(metrics_registry.encoders, "encoder"))]],
     Field(min_length=1), AfterValidator(_unique),
 ]
 Attacks = Annotated[
-    list[Annotated[str, AfterValidator(_one_of(KNOWN_MIA_ATTACKS, "membership-inference attack"))]],
+    list[Annotated[str, AfterValidator(_one_of(metrics_registry.attacks, "membership-inference attack"))]],
     AfterValidator(_unique),
 ]
+ExtractionAttacks = Annotated[list[Literal["finextract"]], AfterValidator(_unique)]
 Seeds = Annotated[list[int], Field(min_length=1), AfterValidator(_unique)]
+People = Annotated[list[DemoName], Field(min_length=2), AfterValidator(_unique)]
+Folders = Annotated[list[NonEmpty], Field(min_length=2), AfterValidator(_unique)]
 Recipes = Annotated[list["RecipeEntry"], Field(min_length=1), AfterValidator(_check_recipes)]
 WandbMode = Annotated[Literal["off", "offline", "online"], BeforeValidator(_yaml_off)]
 Kinds = Annotated[dict[str, Days], AfterValidator(_check_kinds)]
@@ -220,17 +223,49 @@ class SubjectSpec(_Strict):
     demo: DemoName | None = None  # an LFW demo person, e.g. Colin_Powell ...
     photos: PhotoList | None = None  # ... or your own photos/folders (relative to the spec file)
     id: SubjectId | None = None  # pseudonymous slug; default: "demo-"/"subject-" + sha256(demo or photos)[:8]
-    holdout_fraction: Fraction = 0.25  # share of photos kept out of training (membership non-members)
+    members: Positive | None = None  # training photos drawn at random from every accepted photo; None: 15
+    holdout_fraction: Fraction | None = None  # instead of members: the share of photos kept out of training
+    split_seed: int = 0  # seed of the random member draw (recorded in results.json meta.split)
+    max_non_members: Positive | None = None  # cap on non-members (a random subset of the rest); None: all
     resolution: Resolution | None = None  # training/sampling size in px; None: the backbone's own
     protection: ProtectParams | None = None  # Anti-DreamBooth perturbation of the train photos, for `photos: protected`
+    upscale: UpscaleParams | None = None  # accept faces too small for the resolution, crop enlarged <= max_factor
 
     @model_validator(mode="after")
     def _source_and_id(self) -> SubjectSpec:
         if (self.demo is None) == (self.photos is None):
             raise ValueError("give exactly one of `demo: <LFW person name>` or `photos: [paths]`")
+        if self.members is not None and self.holdout_fraction is not None:
+            raise ValueError("give `members` (how many photos train) or `holdout_fraction`, not both")
         if self.id is None:
             self.id = default_subject_id(self.demo, self.photos)
         return self
+
+
+class CohortSpec(_Strict):
+    people: People | None = None  # LFW people (../shared/data/lfw/people/<Name>) ...
+    folders: Folders | None = None  # ... or one folder of photos per person
+    members: Positive = 15  # training photos per person, drawn at random from all of that person's photos
+    split_seed: int = 0  # seed of every person's member draw
+    max_non_members: Positive | None = None  # cap on non-members per person; None: all the others
+    resolution: Resolution | None = None  # training/sampling size in px; None: the backbone's own
+    protection: ProtectParams | None = None  # Anti-DreamBooth perturbation of each person's train photos
+    upscale: UpscaleParams | None = None  # as subject.upscale, for every person
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CohortSpec:
+        if (self.people is None) == (self.folders is None):
+            raise ValueError("give exactly one of `people: [LFW names]` or `folders: [one folder per person]`")
+        return self
+
+    def subjects(self) -> list[SubjectSpec]:
+        """One subject per person, each with the cohort's split settings (ids are hashes, never names)."""
+        common = {"members": self.members, "split_seed": self.split_seed, "max_non_members": self.max_non_members,
+                  "resolution": self.resolution, "protection": self.protection,
+                  "upscale": self.upscale}
+        if self.people is not None:
+            return [SubjectSpec(demo=name, **common) for name in self.people]
+        return [SubjectSpec(photos=[folder], **common) for folder in self.folders]
 
 
 class RecipeEntry(_Strict):
@@ -276,7 +311,9 @@ class SamplingSpec(_Strict):
 
 class MetricsSpec(_Strict):
     encoders: Encoders = ["sface"]  # face-identity encoders for fidelity, bleed and verification
-    mia_attacks: Attacks = ["loss", "pia", "secmi"]  # membership-inference attacks (train vs holdout)
+    mia_attacks: Attacks = ["loss", "loss_t", "pia", "secmi"]  # membership-inference attacks (members vs not)
+    extraction_attacks: ExtractionAttacks = []  # model-file extraction: [] or [finextract] (slow)
+    finextract: FineXtractParams = FineXtractParams()  # FineXtract's w, k, steps, generations per photo
 
 
 class TrackingSpec(_Strict):
@@ -293,10 +330,25 @@ class RetentionSpec(_Strict):
         return self.kinds.get(kind, self.default_days)
 
 
+class ResourcesSpec(_Strict):
+    num_cpus: Annotated[float, Field(gt=0)] = 1  # CPUs each Ray task (one row) asks for
+    num_gpus: Annotated[float, Field(ge=0)] | None = None  # GPUs per task; None: 0 for tiny-face or device cpu, else 1
+    custom: dict[str, Annotated[float, Field(gt=0)]] = {}  # Ray custom resources per task, e.g. {nfs: 1}
+
+
+class ExecutionSpec(_Strict):
+    # Where the rows run; not part of what is computed: left out of spec.json, results.json and the run folder name
+    executor: Literal["local", "ray"] = "local"  # local: this process, in order; ray: one Ray task per row
+    address: NonEmpty | None = None  # Ray cluster: None starts a local Ray (loopback), "auto", "host:6379", "ray://h:10001"
+    resources: ResourcesSpec = ResourcesSpec()  # what each Ray task asks the scheduler for
+    max_retries: Annotated[int, Field(ge=0)] = 3  # Ray retries of a task after a system failure (a lost node)
+
+
 class Spec(_Strict):
     version: Annotated[int, AfterValidator(_check_version)]  # spec format version: 1
     name: Slug  # experiment name; names the run folder
-    subject: SubjectSpec  # whose photos
+    subject: SubjectSpec | None = None  # whose photos (one person) ...
+    cohort: CohortSpec | None = None  # ... or several people: one model per person per recipe, pooled statistics
     backbone: Backbone = "tiny-face"  # base model: tiny-face, a diffusers hub id or a local folder
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda, then mps, then cpu
     recipes: Recipes  # what to compare; must include the `none` control
@@ -307,16 +359,31 @@ class Spec(_Strict):
     metrics: MetricsSpec = MetricsSpec()  # what is measured
     tracking: TrackingSpec = TrackingSpec()  # Weights & Biases mirror of the run store
     retention: RetentionSpec = RetentionSpec()  # how long derived artifacts live
+    execution: ExecutionSpec = ExecutionSpec()  # where the rows run (local or Ray); the results are the same
 
     @model_validator(mode="after")
     def _protection_for_protected_photos(self) -> Spec:
+        if (self.subject is None) == (self.cohort is None):
+            raise ValueError("subject: give exactly one of `subject:` (one person) or `cohort:` (several people)")
+        protection = (self.subject or self.cohort).protection
         for i, entry in enumerate(self.recipes):
-            if entry.photos == "protected" and self.subject.protection is None:
+            if entry.photos == "protected" and protection is None:
                 raise ValueError(
                     f"recipes[{i}].photos: 'protected' needs subject.protection, which is not set: add e.g. "
                     "`protection: {method: aspl, epsilon: 0.05}` under subject, or use `photos: clean`"
                 )
         return self
+
+    def subjects(self) -> list[SubjectSpec]:
+        """The people of this experiment: the one subject, or every person of the cohort."""
+        return [self.subject] if self.subject is not None else self.cohort.subjects()
+
+    @property
+    def run_subject_id(self) -> str:
+        """The id that names the run: the subject's, or ``cohort-`` + a hash of the cohort's subject ids."""
+        if self.subject is not None:
+            return self.subject.id
+        return "cohort-" + hashlib.sha256("\n".join(s.id for s in self.subjects()).encode()).hexdigest()[:8]
 
     def prompt_suite(self) -> list[PromptItem]:
         """The expanded prompts: identifier prompts, then concept-bleed prompts, in spec order."""
@@ -332,8 +399,9 @@ class Spec(_Strict):
         ]
 
     def resolved(self) -> dict[str, Any]:
-        """The fully defaulted spec as JSON-serialisable data (written into every run folder)."""
-        return self.model_dump(mode="json")
+        """The fully defaulted spec as JSON-serialisable data (written into every run folder). ``execution``
+        is left out: where the rows ran does not change what they computed (run.json records it)."""
+        return self.model_dump(mode="json", exclude={"execution"})
 
 
 @dataclass(frozen=True)
@@ -495,8 +563,10 @@ def _expand_sweeps(spec: Spec, params: dict[int, list[dict[str, Any]]]) -> tuple
 
 
 def _resolve_paths(spec: Spec, base: Path) -> None:
-    if spec.subject.photos is not None:
+    if spec.subject is not None and spec.subject.photos is not None:
         spec.subject.photos = [str((base / Path(p).expanduser()).resolve()) for p in spec.subject.photos]
+    if spec.cohort is not None and spec.cohort.folders is not None:
+        spec.cohort.folders = [str((base / Path(p).expanduser()).resolve()) for p in spec.cohort.folders]
     if spec.backbone.startswith((".", "~")):
         spec.backbone = str((base / Path(spec.backbone).expanduser()).resolve())
 

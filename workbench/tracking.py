@@ -22,10 +22,8 @@ Privacy (docs/PRIVACY.md, Tracking):
 One local detail W&B cannot be told to omit: each logged Table is staged as an artifact file under
 ``$WANDB_DATA_DIR/artifacts/staging`` and the offline log (``run-*.wandb``) records that local path, which
 ``wandb sync`` reads the file from. The path is not part of what W&B stores (artifact manifests omit
-``local_path``), and :func:`offline_paths_outside_staging` lets tests check that no other path is recorded.
-
-:func:`read_offline_run` decodes an offline run's ``.wandb`` log (LevelDB-style records of
-``wandb_internal_pb2.Record``) so tests, and anyone auditing what a sync would upload, can read it.
+``local_path``); the tests decode the offline log (``tests/wandb_helpers.py``) and check that no other path
+is recorded.
 """
 
 from __future__ import annotations
@@ -34,17 +32,16 @@ import json
 import logging
 import os
 import re
-import struct
-from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from workbench import paths
 from workbench.lifecycle import manifest
-from workbench.report import schema
+from workbench.metrics import registry
 from workbench.report.plots import frontier_y_key
-from workbench.report.scorecard import MAIN_COLUMNS, MIA_COLUMNS, scorecard
+from workbench.report.scorecard import main_columns, mia_columns, scorecard
+from workbench.results import load_run
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +148,9 @@ def safe_backbone(backbone: str) -> str:
     """Registry names and hub ids as they are; a local folder as a hash of its path (paths may hold names)."""
     import hashlib
 
-    from workbench.backbones.registry import BACKBONES
+    from workbench.backbones.registry import BACKBONES, HUB_ID
 
-    if backbone in BACKBONES or re.match(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", backbone) and not Path(backbone).exists():
+    if backbone in BACKBONES or HUB_ID.match(backbone) and not Path(backbone).exists():
         return backbone
     return "local-folder-" + hashlib.sha256(backbone.encode()).hexdigest()[:12]
 
@@ -186,7 +183,7 @@ def flat_metrics(results: dict) -> dict[str, Any]:
         out[f"{prefix}/status"] = r["status"]
         out[f"{prefix}/risk_grade"] = row.grade.level
         for k, v in (r["train"] or {}).items():
-            if v is not None:
+            if isinstance(v, (int, float)) and not isinstance(v, bool):  # steps, seconds, loss; records stay in the run
                 out[f"{prefix}/train.{k}"] = v
         for key, m in r["metrics"].items():
             if m["value"] is None:
@@ -210,11 +207,11 @@ def scorecard_table(results: dict):
     import wandb
 
     card = scorecard(results)
-    keys = list(dict.fromkeys(MAIN_COLUMNS + MIA_COLUMNS)) + [c.key for c in card.other_columns]
+    keys = list(dict.fromkeys(main_columns() + mia_columns())) + [c.key for c in card.other_columns]
     columns = ["recipe", "label", "seed", "status", "risk_grade"]
     for key in keys:
         columns += [key, f"{key} ci_low", f"{key} ci_high", f"{key} n"]
-        if schema.is_leakage(key):
+        if registry.is_leakage(key):
             columns.append(f"{key} delta_vs_none")
     data = []
     for row in card.rows:
@@ -223,7 +220,7 @@ def scorecard_table(results: dict):
             cell = row.cells[key]
             line += [cell.value.value if cell.value else None, cell.ci_low.value if cell.ci_low else None,
                      cell.ci_high.value if cell.ci_high else None, "/".join(n.text for n in cell.n) or None]
-            if schema.is_leakage(key):
+            if registry.is_leakage(key):
                 line.append(cell.delta.value if cell.delta else None)
         data.append(line)
     return wandb.Table(columns=columns, data=data)
@@ -235,7 +232,7 @@ def charts(results: dict) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     rows = [r for r in results["rows"] if r["status"] == "ok"]
-    for attack in schema.MIA_ATTACKS:
+    for attack in registry.attacks():
         curves = [(f"{r['label']}/seed{r['seed']}", r["roc"][attack]) for r in rows if attack in r["roc"]]
         if curves:
             out[f"charts/roc_{attack}"] = wandb.plot.line_series(
@@ -310,7 +307,7 @@ def mirror_to_wandb(run_dir: str | Path, tracking) -> str | None:
         log.info("WANDB_MODE=disabled: not mirroring %s", run_dir)
         return None
     run_dir = Path(run_dir)
-    results, spec = schema.load_run(run_dir)
+    results, spec = load_run(run_dir)
     sid = results["run"]["subject_id"]
     names = person_names(spec)
     run_name = _scrub(f"{results['run']['name']}-{sid}", names)
@@ -332,13 +329,17 @@ def mirror_to_wandb(run_dir: str | Path, tracking) -> str | None:
             run_id, url = run.id, (run.url if tracking.wandb == "online" else None)
         finally:
             run.finish()
-        _register(sid, run_folder)
+        owners = results["run"].get("subjects") or [sid]  # a cohort's mirror holds every person's numbers
+        for owner in owners:
+            _register(owner, run_folder)
         for path, sig in _snapshot(list(dirs.values())).items():
             if before.get(path) != sig and not path.is_relative_to(run_folder):
-                _register(sid, path)
+                for owner in owners:
+                    _register(owner, path)
     pointer = {"mode": tracking.wandb, "project": tracking.project, "run_id": run_id, "run_name": run_name,
                "offline_run": str(run_folder) if url is None else None, "url": url}
-    manifest.write_bytes(sid, "wandb", run_dir / POINTER_FILE, (json.dumps(pointer, indent=1) + "\n").encode())
+    manifest.write_bytes(results["run"].get("subjects") or sid, "wandb", run_dir / POINTER_FILE,
+                         (json.dumps(pointer, indent=1) + "\n").encode())
     log.info("W&B %s run %s: %s", tracking.wandb, run_id, url or run_folder)
     return url or str(run_folder)
 
@@ -348,7 +349,7 @@ def mirror_status(run_dir: str | Path) -> dict:
 
     ``off``: the spec turned tracking off; ``missing``: tracking was on but no mirror was written
     (``WANDB_MODE=disabled``, or the mirror failed: the run folder is complete either way)."""
-    results, spec = schema.load_run(run_dir)
+    results, spec = load_run(run_dir)
     wanted = ((spec or {}).get("tracking") or {}).get("wandb", "offline")
     pointer = Path(run_dir) / POINTER_FILE
     if wanted == "off":
@@ -358,76 +359,3 @@ def mirror_status(run_dir: str | Path) -> dict:
     data = json.loads(pointer.read_text(encoding="utf-8"))
     return {"mode": data.get("mode"), "url": data.get("url"), "offline_run": data.get("offline_run"),
             "project": data.get("project")}
-
-
-# --- Reading an offline run back -------------------------------------------------------------------
-
-_BLOCK = 32768  # LevelDB log block size used by W&B's transaction log
-_HEADER = 7  # ":W&B" + 2-byte magic + 1-byte version
-
-
-def _chunks(data: bytes) -> Iterator[bytes]:
-    if data[:4] != b":W&B":
-        raise ValueError("not a W&B transaction log (no ':W&B' header)")
-    pos, pending = _HEADER, b""
-    while pos + 7 <= len(data):
-        left = _BLOCK - pos % _BLOCK
-        if left < 7:  # the block's tail is padding
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk = data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind == 1:  # FULL
-            yield chunk
-        elif kind == 2:  # FIRST
-            pending = chunk
-        elif kind == 3:  # MIDDLE
-            pending += chunk
-        elif kind == 4:  # LAST
-            yield pending + chunk
-            pending = b""
-        elif kind == 0 and length == 0:  # zero padding at the end of a block
-            pos += _BLOCK - pos % _BLOCK if pos % _BLOCK else 0
-        else:
-            raise ValueError(f"corrupt W&B log: record type {kind} at byte {pos}")
-
-
-def read_offline_run(run_folder: str | Path) -> list[dict]:
-    """Every record of an offline run's ``run-*.wandb`` log, as dicts (protobuf → JSON names)."""
-    from google.protobuf.json_format import MessageToDict
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    logs = sorted(Path(run_folder).glob("run-*.wandb"))
-    if not logs:
-        raise FileNotFoundError(f"no run-*.wandb log in {run_folder}")
-    out = []
-    for chunk in _chunks(logs[0].read_bytes()):
-        rec = pb.Record()
-        rec.ParseFromString(chunk)
-        out.append(MessageToDict(rec))
-    return out
-
-
-def strings_in(obj: Any, key: str = "") -> Iterator[tuple[str, str]]:
-    """(key, string) for every string (and decoded JSON string) at any depth of ``obj``."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from strings_in(v, k)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from strings_in(v, key)
-    elif isinstance(obj, str):
-        yield key, obj
-
-
-def offline_paths_outside_staging(records: list[dict], roots: list[Path]) -> list[str]:
-    """Strings in ``records`` that contain one of ``roots``, other than artifact staging ``localPath`` entries."""
-    staging = str(wandb_dirs()["WANDB_DATA_DIR"] / "artifacts" / "staging")
-    bad = []
-    for key, text in strings_in(records):
-        if key == "localPath" and text.startswith(staging):
-            continue
-        if any(str(r) in text for r in roots):
-            bad.append(text)
-    return bad

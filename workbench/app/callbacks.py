@@ -67,12 +67,9 @@ def demo_choices() -> list[str]:
 
 
 def _resolution() -> int:
-    from workbench.runner import backbone_resolution
-    from workbench.spec import parse_spec
+    from workbench.backbones.registry import backbone_resolution
 
-    spec = parse_spec({"version": 1, "name": "app", "subject": {"demo": "x"}, "recipes": [{"name": "none"}],
-                       "backbone": form.DEFAULT_BACKBONE})
-    return backbone_resolution(spec)
+    return backbone_resolution(form.DEFAULT_BACKBONE)
 
 
 def _upload_path(f) -> Path:
@@ -87,7 +84,7 @@ def intake_photos(files, demo: str | None, consent: bool, retention_days: float 
     """
     from workbench.lifecycle import manifest
     from workbench.lifecycle.policy import set_retention
-    from workbench.subjects.demo import demo_photos
+    from workbench.subjects.demo import subject_sources
     from workbench.subjects.intake import intake
     from workbench.subjects.store import SubjectStore
 
@@ -111,11 +108,8 @@ def intake_photos(files, demo: str | None, consent: bool, retention_days: float 
     try:
         with acting_as(sid):
             set_retention(sid, {"default_days": days, "kinds": {}})
-            if demo:
-                photos = demo_photos(demo)
-                sources, splits = [p for p, _ in photos], {p.name: split for p, split in photos}
-            else:
-                sources, splits = [_upload_path(f) for f in files], None
+            sources, splits = subject_sources(demo, None if demo else [_upload_path(f) for f in files])
+            if not demo:
                 for p in sources:  # the uploaded copies are the subject's: erasure and retention delete them
                     if p.exists():
                         manifest.register_external(sid, "app_temp", p)
@@ -124,8 +118,7 @@ def intake_photos(files, demo: str | None, consent: bool, retention_days: float 
             if demo:
                 sessions.update(sid, spec_subject={"demo": demo, "id": sid}, retention_days=days)
             else:  # the runner takes the normalised photos back in from the store (idempotent: same hashes)
-                record = store.read_record() or {}
-                photos = [str(store.root / "photos" / f"{e['sha256']}.png") for e in record.get("accepted", [])]
+                photos = [str(p) for p in store.accepted_photos()]
                 sessions.update(sid, retention_days=days, **({"spec_subject": {"photos": photos, "id": sid}}
                                                              if photos else {}))
             gallery = [(_temp_copy(sid, store.root / a.crop, "crops"), f"{a.source}: accepted ({a.split})")
@@ -244,8 +237,8 @@ def _run_dir(sid: str) -> Path:
 def show_results(request: gr.Request, profile: gr.OAuthProfile | None = None):
     """The scorecard (markdown table) and the report's figures."""
     from workbench.report.html import PLOTS_DIR
-    from workbench.report.schema import load_results
     from workbench.report.scorecard import scorecard, to_markdown
+    from workbench.results import load_results
 
     sid = who(request, profile).subject_id
     run = _run_dir(sid)
@@ -271,22 +264,18 @@ def report_files(request: gr.Request, profile: gr.OAuthProfile | None = None):
 
 def wandb_note(status: dict) -> str:
     """The Report tab's line about Weights & Biases, from :func:`workbench.tracking.mirror_status`."""
-    from workbench import paths
-
     mode = status["mode"]
     if mode == "online" and status.get("url"):
         return f"**Weights & Biases**: [open this run in W&B]({status['url']}) (project `{status['project']}`)."
     if mode == "off":
         return "**Weights & Biases**: tracking was off for this run; nothing was sent anywhere."
     if mode == "offline" and status.get("offline_run"):
-        folder = Path(status["offline_run"])
-        shown = (f"$WORKBENCH_HOME/{folder.relative_to(paths.home())}" if folder.is_relative_to(paths.home())
-                 else folder.name)
         return ("**Weights & Biases**: offline. The W&B run (metrics and tables only, no images) stays on the "
-                "machine that runs this app; nothing was uploaded. To put it in your own W&B account, run there "
-                f"`wandb login` and then `wandb sync {shown}`.")
-    return ("**Weights & Biases**: no mirror was written for this run (`WANDB_MODE=disabled`, or the mirror "
-            "failed; see the server log). The run folder and the report above are complete.")
+                "server that runs this app; nothing was uploaded. Only whoever runs the server can upload it to "
+                f"their W&B account (offline run `{Path(status['offline_run']).name}`); your results are all in "
+                "report.html and results.json above.")
+    return ("**Weights & Biases**: no mirror was written for this run (W&B is turned off on this server, or the "
+            "mirror failed). Your results are complete: report.html and results.json above hold all of them.")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -319,7 +308,7 @@ def erase_now(request: gr.Request, profile: gr.OAuthProfile | None = None):
     """Erase this session's subject everywhere; returns (markdown with verification, receipt JSON)."""
     import json
 
-    from workbench.lifecycle.erasure import erase
+    from workbench.lifecycle.erasure import NothingToErase, erase
     from workbench.lifecycle.verification import verify_erasure
 
     sid = who(request, profile).subject_id
@@ -329,6 +318,8 @@ def erase_now(request: gr.Request, profile: gr.OAuthProfile | None = None):
         with acting_as(sid):
             receipt = erase(sid)
             check = verify_erasure(sid)
+    except NothingToErase:
+        return "Nothing to erase: no data is stored for this session.", None
     except Exception as exc:  # noqa: BLE001
         raise _fail(exc) from None
     text = (f"**Erased subject `{sid}`**: {receipt.files_deleted} files deleted, key destroyed: "
@@ -346,3 +337,74 @@ def end_session(request: gr.Request, profile: gr.OAuthProfile | None = None) -> 
         return
     if not ident.logged_in:
         sessions.end_anonymous(ident.subject_id)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Provider tab (issue #15): the questionnaire graded, the uploads audited; logic in workbench.provider
+
+PROVIDER_UPLOADS = {"generated": "the provider's headshots", "train": "the selfies you sent the provider",
+                    "holdout": "photos of you the provider never had"}
+
+
+def _provider_dir(sid: str) -> Path:
+    """This session's Provider folder in the app's temp store, registered whole: erasure deletes it all."""
+    from workbench.lifecycle import manifest
+    from workbench.lifecycle.stores import stores
+
+    folder = stores()["app_temp"] / "workbench" / sid / "provider"
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest.register_external(sid, "app_temp", folder)
+    return folder
+
+
+def _provider_audit(sid: str, uploads: dict[str, list]) -> list:
+    """``workbench audit`` of the uploads (copied under content-hash names), as evidence; [] without uploads."""
+    import tempfile
+
+    from workbench.lifecycle import manifest
+    from workbench.metrics.audit import audit
+    from workbench.provider.evidence import read_data
+
+    if not any(uploads.values()):
+        return []
+    missing = [what for group, what in PROVIDER_UPLOADS.items() if not uploads.get(group)]
+    if missing:
+        raise gr.Error(f"to audit the provider's headshots, also give {' and '.join(missing)} "
+                       "(or remove the uploads to grade the answers alone)")
+    root = Path(tempfile.mkdtemp(dir=_provider_dir(sid), prefix="audit-"))
+    for group, files in uploads.items():
+        (root / group).mkdir()
+        for f in files:
+            src = _upload_path(f)
+            manifest.register_external(sid, "app_temp", src)  # gradio's copy of the upload is the subject's too
+            dest = root / group / manifest.sha256_file(src)[:32]  # user file names never become paths
+            shutil.copyfile(src, dest)
+            manifest.register_external(sid, "app_temp", dest)
+    result = audit(root / "train", root / "holdout", root / "generated", progress=False, n_resamples=1000)
+    return read_data(result, "audit of the uploaded photos")
+
+
+def provider_check(data: dict, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    """Grade the questionnaire (``data``: the tab's inputs by component) beside an audit of the uploads.
+
+    Returns (summary markdown, questions to send, request letters, [provider.json, provider.html])."""
+    from workbench.lifecycle import manifest
+    from workbench.provider import questionnaire as q
+    from workbench.provider.check import check, write_outputs
+
+    sid = who(request, profile).subject_id
+    values = {getattr(c, "elem_id", None) or "": v for c, v in data.items()}
+    answers = {k.removeprefix(q.ELEM_PREFIX): v for k, v in values.items() if k.startswith(q.ELEM_PREFIX)}
+    uploads = {g: [f for f in (values.get(f"provider-{g}") or []) if f] for g in PROVIDER_UPLOADS}
+    try:
+        assessment = q.assessment_from_form(values.get("provider-name") or "", answers)
+        with acting_as(sid):
+            report = check(assessment, _provider_audit(sid, uploads))
+            files = write_outputs(report, _provider_dir(sid) / "report")
+            for f in files:
+                manifest.register_external(sid, "app_temp", f)
+    except gr.Error:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _fail(exc) from None
+    return q.summary_markdown(report), q.questions_text(report), q.letters_text(report), [str(f) for f in files]

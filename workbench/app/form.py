@@ -21,7 +21,7 @@ DEFAULT_BACKBONE = "tiny-face"
 DEFAULT_ENCODERS = ["sface"]  # the fastest encoder that ships its weights
 DEFAULT_ATTACKS = ["loss"]  # the cheapest attack; PIA and SecMI cost extra model calls per photo
 PHOTO_CHOICES = ("clean", "protected", "both")  # train on the photos as taken, Anti-DreamBooth-protected, or each
-PARAMS_HEADER = ("# Parameters of each ticked recipe (defaults: its Params model in workbench/recipes/<name>.py).\n"
+PARAMS_HEADER = ("# Parameters of each ticked recipe, filled in with the recipe's defaults: edit them here.\n"
                  "# YAML or JSON: recipe name -> {parameter: value}.\n")
 
 
@@ -60,15 +60,15 @@ def backbone_choices() -> list[str]:
 
 
 def encoder_choices() -> list[str]:
-    from workbench.spec import KNOWN_ENCODERS
+    from workbench.metrics.registry import encoders
 
-    return list(KNOWN_ENCODERS)
+    return list(encoders())
 
 
 def attack_choices() -> list[str]:
-    from workbench.spec import KNOWN_MIA_ATTACKS
+    from workbench.metrics.registry import attacks
 
-    return list(KNOWN_MIA_ATTACKS)
+    return list(attacks())
 
 
 def default_prompts() -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""The app's layout: six tabs wired to :mod:`workbench.app.callbacks`. No work at import time."""
+"""The app's layout: seven tabs wired to :mod:`workbench.app.callbacks`. No work at import time."""
 
 from __future__ import annotations
 
@@ -65,8 +65,8 @@ def before_launch() -> list[str]:
 
 def _recipes_tab() -> dict:
     with_prompts, without_prompts = form.default_prompts()
-    gr.Markdown("The untouched base model (`none`) always runs as the control. Recipes come from the recipe "
-                "registry; defaults from the experiment spec (see `experiments/README.md`).")
+    gr.Markdown("The untouched base model (`none`) always runs as the control: each ticked recipe is compared "
+                "with it. Every setting starts at the workbench's default.")
     with gr.Row():
         recipes = gr.CheckboxGroup(label="Recipes", choices=form.recipe_choices(), value=["lora"], scale=2)
         backbone = gr.Dropdown(label="Backbone", choices=form.backbone_choices(), value=form.DEFAULT_BACKBONE,
@@ -100,6 +100,30 @@ def _recipes_tab() -> dict:
     return {"recipes": recipes, "params": params, "backbone": backbone, "with_id": with_id,
             "without_id": without_id, "images": images, "sampling": sampling, "encoders": encoders,
             "attacks": attacks, "wandb": wandb, "photos": photos, "epsilon": epsilon, "rounds": rounds}
+
+
+def _provider_tab() -> set:
+    """Issue #15: the provider questionnaire (defaults unknown), optional uploads for an audit; returns the
+    inputs as a set (the callback gets them as a dict by component, named by ``elem_id``)."""
+    from workbench.provider import questionnaire as q
+
+    gr.Markdown("Grade what a headshot provider states against the criteria of `docs/PROVIDERS.md` (ToS;DR's "
+                "rule; Mozilla-style warnings per domain), beside what its headshots measurably leak. Leave an "
+                "answer `unknown` when the provider does not say. An assessment aid, not legal advice.")
+    inputs = {gr.Textbox(label="Provider", placeholder="the provider's name", elem_id="provider-name")}
+    with gr.Accordion("Questionnaire", open=True):
+        with gr.Row(equal_height=False):
+            for f in q.fields():
+                kw = {"label": f.label, "info": f.info, "value": "unknown", "elem_id": q.ELEM_PREFIX + f.id,
+                      "min_width": 240}
+                inputs.add(gr.Radio(list(f.choices), **kw) if f.choices else gr.Textbox(**kw))
+    with gr.Accordion("Optional: audit the provider's headshots (kept only as long as this session's data)",
+                      open=False):
+        with gr.Row():
+            for group, what in cb.PROVIDER_UPLOADS.items():
+                inputs.add(gr.File(label=what[0].upper() + what[1:], file_count="multiple", file_types=["image"],
+                                   type="filepath", elem_id=f"provider-{group}"))
+    return inputs
 
 
 def build_ui() -> gr.Blocks:
@@ -148,6 +172,19 @@ def build_ui() -> gr.Blocks:
             erase_md = gr.Markdown()
             receipt = gr.JSON(label="Erasure receipt")
 
+        with gr.Tab("Provider", id="provider"):
+            provider_inputs = _provider_tab()
+            provider_btn = gr.Button("Grade the provider", variant="primary")
+            provider_md = gr.Markdown()
+            with gr.Row():
+                provider_questions = gr.Textbox(label="Questions to send the provider", lines=8, interactive=False,
+                                                buttons=["copy"], elem_id="provider-questions")
+                provider_letters = gr.Textbox(label="Requests: access (Art. 15), erasure (Art. 17), portability "
+                                              "(Art. 20)", lines=8, interactive=False, buttons=["copy"],
+                                              elem_id="provider-letters")
+            provider_files = gr.File(label="provider.json and provider.html", file_count="multiple",
+                                     interactive=False)
+
         demo.load(cb.whoami, None, [who_md], api_name="whoami")
         demo.unload(cb.end_session)
         intake_btn.click(cb.intake_photos, [files, demo_name, consent, days], [intake_md, crops, rejected],
@@ -159,6 +196,8 @@ def build_ui() -> gr.Blocks:
         results_btn.click(cb.show_results, None, [table, figures], api_name="results")
         report_btn.click(cb.report_files, None, [downloads, wandb_md], api_name="report")
         data_btn.click(cb.stored_data, None, [data_md, data_table], api_name="data")
+        provider_btn.click(cb.provider_check, provider_inputs,
+                           [provider_md, provider_questions, provider_letters, provider_files], api_name=False)
         erase_btn.click(cb.erase_now, None, [erase_md, receipt], api_name="erase").then(
             cb.stored_data, None, [data_md, data_table], api_name=False)
     return demo

@@ -6,7 +6,9 @@ SDXL pipeline for SDXL ids), so the tiny CPU model and SD 1.5 share one code pat
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +16,8 @@ from workbench.errors import OfflineError, UserError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 BACKBONES: dict[str, Callable[[], Path]] = {}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # a diffusers model id on the hub: 'org/name'
+HUB_RESOLUTION = 512  # hub ids of the SD 1.x family
 
 
 def register_backbone(name: str):
@@ -47,6 +51,20 @@ def resolve_backbone(name: str) -> str:
     if name.startswith((".", "/", "~")):
         raise UserError(f"backbone folder {name} does not exist")
     return name
+
+
+def backbone_resolution(backbone: str, override: int | None = None) -> int:
+    """Training/sampling size in px: ``override`` when given, else the backbone's own (the UNet's
+    ``sample_size`` times the VAE's downsampling, 2^(blocks - 1)); 512 for a hub id."""
+    if override:
+        return override
+    source = Path(resolve_backbone(backbone))
+    unet_cfg, vae_cfg = source / "unet" / "config.json", source / "vae" / "config.json"
+    if unet_cfg.exists() and vae_cfg.exists():
+        unet = json.loads(unet_cfg.read_text())
+        vae = json.loads(vae_cfg.read_text())
+        return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+    return HUB_RESOLUTION
 
 
 def pipeline_class(model_index: dict):

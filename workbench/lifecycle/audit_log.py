@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -135,7 +136,7 @@ def append(action: str, subject: str | None = None, sha256: str | None = None, c
             os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())
             last = entry
         os.fsync(fd)
-        tmp = head_path().with_name(f".{HEAD_FILE}.{os.getpid()}")
+        tmp = head_path().with_name(f".{HEAD_FILE}.{socket.gethostname()}.{os.getpid()}")  # unique per node
         tmp.write_text(json.dumps({"seq": last["seq"], "hash": last["hash"]}) + "\n", encoding="utf-8")
         os.replace(tmp, head_path())
         return last

@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from workbench import paths
 from workbench.errors import UserError
 from workbench.lifecycle import audit_log, manifest
+from workbench.modelfile.archive import Limits, check_tar_members
 
 BUNDLE_VERSION = 1
 CARD = "MODEL_CARD.md"
@@ -76,7 +77,7 @@ def _fmt(metric) -> str:
 
 
 def leakage_scores(run_dir: Path | None, label: str, seed: int | None = None) -> dict[str, dict] | str:
-    """The label's leakage metrics from ``run_dir/results.json`` (schema: workbench/report/schema.py),
+    """The label's leakage metrics from ``run_dir/results.json`` (schema: workbench/results.py),
     each beside the ``none`` control's: ``{metric: {"value", "control"}}``, or "not measured"."""
     path = Path(run_dir) / "results.json" if run_dir else None
     if path is None or not path.is_file():
@@ -216,26 +217,14 @@ def export_bundle(model_dir: Path, out_tar: Path, run_dir: Path | None = None, l
 
 
 def _check_members(tar: tarfile.TarFile, max_bytes: int) -> dict[str, tarfile.TarInfo]:
-    members: dict[str, tarfile.TarInfo] = {}
-    total = 0
-    for m in tar:
-        if len(members) >= MAX_MEMBERS:
-            raise UserError(f"the bundle has more than {MAX_MEMBERS} entries; it is not a workbench bundle")
-        name = m.name[2:] if m.name.startswith("./") else m.name
+    """The shared member checks (:func:`workbench.modelfile.archive.check_tar_members`), with the bundle's
+    stricter names (:data:`_SAFE_PART`) and layout (``MODEL_CARD.md``, ``bundle.json``, ``artifact/``)."""
+    members = check_tar_members(tar, "the bundle", "nothing was imported",
+                                Limits(max_members=MAX_MEMBERS, max_bytes=max_bytes), part_ok=_SAFE_PART.match)
+    for name, m in members.items():
         parts = PurePosixPath(name).parts
-        if (not name or "\\" in name or "\0" in name or name.startswith("/") or not parts
-                or not all(_SAFE_PART.match(p) for p in parts)):
-            raise UserError(f"the bundle holds an unsafe entry name {m.name!r}; nothing was imported")
-        if not (m.isfile() or m.isdir()):
-            raise UserError(f"the bundle entry {m.name!r} is a link or special file; nothing was imported")
         if parts[0] not in (CARD, META, ARTIFACT) or (parts[0] != ARTIFACT and len(parts) > 1):
             raise UserError(f"unexpected entry {m.name!r}: a bundle holds {CARD}, {META} and {ARTIFACT}/ only")
-        if name in members:
-            raise UserError(f"the bundle holds {m.name!r} twice; nothing was imported")
-        total += m.size
-        if total > max_bytes:
-            raise UserError(f"the bundle unpacks to more than {max_bytes >> 20} MiB; nothing was imported")
-        members[name] = m
     return members
 
 
@@ -257,8 +246,8 @@ def _copy_member(tar: tarfile.TarFile, m: tarfile.TarInfo, dest: Path, expected:
 
 def import_bundle(tar_path: Path, subject_id: str | None = None, max_bytes: int = MAX_BUNDLE_BYTES) -> Path:
     """Validate and restore a bundle; returns the model folder (pass it to ``load_personalised``)."""
+    from workbench.content import param_hash
     from workbench.recipes.artifacts import DONE, read_done
-    from workbench.recipes.engine import param_hash
 
     tar_path = Path(tar_path)
     if not tar_path.is_file():

@@ -33,11 +33,13 @@ import shutil
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from workbench import paths
-from workbench.errors import UserError
+from workbench.errors import Interrupted, UserError
 from workbench.lifecycle import audit_log, manifest, stores, verification
 
 try:
@@ -46,6 +48,10 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 log = logging.getLogger(__name__)
+
+
+class NothingToErase(UserError):
+    """The subject has no data in any store and no pending erasure (the app says so; the CLI says check the id)."""
 
 
 @dataclass
@@ -79,7 +85,7 @@ def _pause() -> None:
 
 
 def _write_journal(subject_id: str, plan: dict) -> None:
-    manifest.atomic_write_bytes(verification.journal_path(subject_id), json.dumps(plan, indent=1).encode())
+    manifest.atomic_write_bytes(paths.erasure_journal(subject_id), json.dumps(plan, indent=1).encode())
 
 
 def _plan(subject_id: str) -> dict:
@@ -121,7 +127,7 @@ class _Lock:
     """One erasure at a time on this data root (another process waits)."""
 
     def __enter__(self):
-        folder = verification.journal_path("x").parent
+        folder = paths.erasure_journal_dir()
         folder.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         if fcntl:
@@ -132,26 +138,96 @@ class _Lock:
         os.close(self.fd)
 
 
+class ErasureInProgress(Interrupted):
+    """Work for a subject stopped (or was refused) because the subject is being, or has been, erased."""
+
+
+_LOCK_TEXT = b"workbench: work on this subject holds this file shared; its erasure holds it exclusive\n"
+
+
+def _subject_lock(subject_id: str, mode: int) -> int:
+    """An open fd on the subject's work lock (``erasure-journal/locks/<subject>.lock``), locked in ``mode``."""
+    folder = paths.erasure_journal_dir() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{paths.check_subject_id(subject_id)}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    if not os.fstat(fd).st_size:
+        os.write(fd, _LOCK_TEXT)  # never empty: an empty file's hash may be a personal hash (an empty log)
+    if fcntl:
+        fcntl.flock(fd, mode)
+    return fd
+
+
+def _request_path(subject_id: str) -> Path:
+    return paths.erasure_journal_dir() / f"{paths.check_subject_id(subject_id)}.request"
+
+
+def erasure_requested(subject_id: str) -> bool:
+    """True from the moment an erasure of the subject is asked for until it completes: running work for the
+    subject polls this (the runner's ``should_stop``) and stops at its next step."""
+    return _request_path(subject_id).exists() or paths.erasure_journal(subject_id).exists()
+
+
+@contextmanager
+def working_on(subject_ids: str | list[str], must_exist: bool = True) -> Iterator[None]:
+    """Hold the subjects' work locks shared for the block (any number of processes, on any node of a shared
+    data root); :func:`erase` takes the lock exclusive, so it waits for the block to end, and the block
+    cannot start while an erasure is asked for or running (:class:`ErasureInProgress`). ``must_exist``:
+    the subject folder must exist (work that continues an earlier step: its absence means it was erased)."""
+    ids = sorted({subject_ids} if isinstance(subject_ids, str) else set(subject_ids))
+    fds = []
+    try:
+        for sid in ids:
+            fds.append(_subject_lock(sid, fcntl.LOCK_SH if fcntl else 0))
+            if erasure_requested(sid):
+                raise ErasureInProgress(f"subject {sid} is being erased: its work stops")
+            if must_exist and not paths.subject_dir(sid).is_dir():
+                raise ErasureInProgress(f"subject {sid} was erased while the run was going on: its work stops")
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def erase(subject_id: str, verify: bool = True) -> Receipt:
     """Delete every artifact of ``subject_id`` in every store; returns (and stores) the receipt.
 
-    Resumes an interrupted erasure of the same subject when its journal exists.
+    Resumes an interrupted erasure of the same subject when its journal exists. Work running for the
+    subject (:func:`working_on`, e.g. a Ray task training one of its models) is asked to stop first (it
+    stops at its next training step, or finishes the generation or measurement it is in); the erasure
+    waits for it, then deletes, so nothing that work writes is left behind.
     """
     paths.check_subject_id(subject_id)
     with _Lock():
-        journal = verification.journal_path(subject_id)
-        resumed = journal.is_file()
-        if resumed:
-            plan = json.loads(journal.read_text(encoding="utf-8"))
-            log.info("resuming the interrupted erasure of %s (receipt %s)", subject_id, plan["receipt_id"])
-        else:
-            plan = _plan(subject_id)
-            if not (plan["files"] or plan["artifacts"] or plan["key"] or plan["existing_folders"]):
-                raise UserError(f"subject {subject_id!r} has no data in the stores and no erasure receipt: check "
-                                "the id (`ls $WORKBENCH_HOME/subjects`)")
-            _write_journal(subject_id, plan)
-            audit_log.append("erase-start", subject_id, count=len(plan["artifacts"]), receipt=plan["receipt_id"])
-        return _execute(subject_id, plan, resumed, verify)
+        request = _request_path(subject_id)
+        request.write_text(_iso() + "\n", encoding="utf-8")
+        try:
+            fd = _subject_lock(subject_id, fcntl.LOCK_EX if fcntl else 0)  # waits for running work to stop
+            try:
+                receipt = _erase_locked(subject_id, verify)
+                for lock in (paths.erasure_journal_dir() / "locks").glob(f"{subject_id}.*.lock"):
+                    lock.unlink(missing_ok=True)  # the runner's per-model training locks (none is held now)
+                return receipt
+            finally:
+                os.close(fd)
+        finally:
+            request.unlink(missing_ok=True)
+
+
+def _erase_locked(subject_id: str, verify: bool) -> Receipt:
+    journal = paths.erasure_journal(subject_id)
+    resumed = journal.is_file()
+    if resumed:
+        plan = json.loads(journal.read_text(encoding="utf-8"))
+        log.info("resuming the interrupted erasure of %s (receipt %s)", subject_id, plan["receipt_id"])
+    else:
+        plan = _plan(subject_id)
+        if not (plan["files"] or plan["artifacts"] or plan["key"] or plan["existing_folders"]):
+            raise NothingToErase(f"subject {subject_id!r} has no data in the stores and no erasure receipt: "
+                                 "check the id (`ls $WORKBENCH_HOME/subjects`)")
+        _write_journal(subject_id, plan)
+        audit_log.append("erase-start", subject_id, count=len(plan["artifacts"]), receipt=plan["receipt_id"])
+    return _execute(subject_id, plan, resumed, verify)
 
 
 def _unlink(path: Path, touched: set[Path]) -> bool:
@@ -219,12 +295,12 @@ def _execute(subject_id: str, plan: dict, resumed: bool, verify: bool) -> Receip
     )
     out = verification.receipts_dir() / f"{receipt.receipt_id}.json"
     manifest.atomic_write_bytes(out, (receipt.to_json() + "\n").encode())
-    verification.journal_path(subject_id).unlink(missing_ok=True)
+    paths.erasure_journal(subject_id).unlink(missing_ok=True)
     return receipt
 
 
 def pending_erasures() -> list[str]:
-    folder = paths.home() / "erasure-journal"
+    folder = paths.erasure_journal_dir()
     return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
 
 

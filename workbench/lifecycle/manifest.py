@@ -27,6 +27,11 @@ from pathlib import Path
 
 from workbench import paths
 
+try:
+    import fcntl  # POSIX: serialise appends from concurrent processes
+except ImportError:  # pragma: no cover - Windows: appends are not serialised
+    fcntl = None
+
 KINDS = (
     "upload", "crop", "embedding", "latent_cache", "text_cache", "class_image", "weights",
     "optimizer_state", "checkpoint", "generation", "record", "report", "wandb", "bundle", "app_temp",
@@ -88,16 +93,30 @@ def check_not_erasing(subject_id: str) -> None:
     """UserError while an erasure of the subject is pending: nothing may be added to it then."""
     from workbench.errors import UserError
 
-    if (paths.home() / "erasure-journal" / f"{paths.check_subject_id(subject_id)}.json").exists():
+    if paths.erasure_journal(subject_id).exists():
         raise UserError(f"subject {subject_id!r} is being erased; nothing can be added to it until the erasure "
                         "completes (any workbench command completes it first)")
 
 
 def _append(subject_id: str, lines: list[dict]) -> None:
+    """Append whole lines, safe across processes (Ray tasks, the app, the CLI): an exclusive ``flock`` on
+    the manifest, one ``write`` of complete lines; after a writer killed mid-line, a newline first so
+    the cut line stays alone (``read_lines`` skips it) and the new lines stay whole."""
     mpath = manifest_path(subject_id)
     mpath.parent.mkdir(parents=True, exist_ok=True)
-    with open(mpath, "a", encoding="utf-8") as fh:
-        fh.write("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
+    data = "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines).encode()
+    fd = os.open(mpath, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        if fcntl:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.lseek(fd, 0, os.SEEK_END)
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        view = memoryview(data)
+        while view:  # os.write may write less than asked (signals, full disks): never leave half a line
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def register(subject_id: str, kind: str, path: Path) -> Artifact:
@@ -149,10 +168,12 @@ def tombstone(subject_id: str, art: Artifact, reason: str, sha256: str | None = 
                           "size": art.size if size is None else size, "deleted": time.time(), "reason": reason}])
 
 
-def write_bytes(subject_id: str, kind: str, path: Path, data: bytes) -> Artifact:
-    """Atomically write ``data`` to ``path`` and register it."""
+def write_bytes(subject_id: str | list[str], kind: str, path: Path, data: bytes) -> Artifact:
+    """Atomically write ``data`` to ``path`` and register it (with each subject, when the file holds the data
+    of several people, as a cohort's results do: erasing any one of them deletes it)."""
     atomic_write_bytes(Path(path), data)
-    return register(subject_id, kind, path)
+    owners = [subject_id] if isinstance(subject_id, str) else list(subject_id)
+    return [register(owner, kind, path) for owner in owners][0]
 
 
 def read_lines(subject_id: str) -> list[dict]:

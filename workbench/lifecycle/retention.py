@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from workbench import paths
-from workbench.lifecycle import audit_log, manifest, policy, stores, verification
+from workbench.lifecycle import audit_log, manifest, policy, stores
 
 DONE = "DONE.json"
 
@@ -60,7 +60,7 @@ def purge(now: datetime | None = None, dry_run: bool = False) -> PurgeReport:
     t = _timestamp(now)
     report = PurgeReport(datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z"), dry_run)
     for subject_id in subjects():
-        if verification.journal_path(subject_id).exists():
+        if paths.erasure_journal(subject_id).exists():
             report.skipped.append(subject_id)
             continue
         counts = _purge_subject(subject_id, t, dry_run, report)

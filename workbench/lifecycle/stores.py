@@ -49,7 +49,7 @@ def is_protected(folder: Path) -> bool:
 # The lifecycle's own records in the data root (not subject artifacts, never registered): the audit log
 # and its head, erasure receipts and journals, encryption keys; and in each subject folder its
 # manifest and retention policy.
-BOOKKEEPING_ROOT = ("audit.jsonl", "audit.head.json", "receipts", "erasure-journal", "keys")
+BOOKKEEPING_ROOT = ("audit.jsonl", "audit.head.json", "receipts", paths.ERASURE_JOURNAL, "keys")
 BOOKKEEPING_SUBJECT = ("manifest.jsonl", "retention.json")
 
 

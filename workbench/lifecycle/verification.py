@@ -53,10 +53,6 @@ CANNOT_SEE = (
 )
 
 
-def journal_path(subject_id: str) -> Path:
-    return paths.home() / "erasure-journal" / f"{paths.check_subject_id(subject_id)}.json"
-
-
 def receipts_dir() -> Path:
     return paths.home() / "receipts"
 
@@ -130,7 +126,7 @@ def ledger(subject_id: str) -> dict[str, dict]:
     for line in manifest.read_lines(subject_id):
         if "sha256" in line:
             entries.setdefault(line["sha256"], {"size": int(line["size"]), "kind": line["kind"]})
-    journal = journal_path(subject_id)
+    journal = paths.erasure_journal(subject_id)
     sources = [json.loads(journal.read_text(encoding="utf-8"))] if journal.is_file() else []
     for record in sources + receipts_for(subject_id):
         for item in record.get("artifacts", []):
@@ -226,8 +222,8 @@ def verify_erasure(subject_id: str, log: bool = True, _erasing: bool = False) ->
 
     if key_path(subject_id).exists():
         residual.append(_where(key_path(subject_id)) | {"reason": "the subject's encryption key still exists"})
-    if journal_path(subject_id).exists() and not _erasing:
-        residual.append(_where(journal_path(subject_id)) | {"reason": "an erasure is pending (interrupted)"})
+    if paths.erasure_journal(subject_id).exists() and not _erasing:
+        residual.append(_where(paths.erasure_journal(subject_id)) | {"reason": "an erasure is pending (interrupted)"})
     known = bool(personal) or paths.subject_dir(subject_id).exists() or bool(receipts_for(subject_id))
     result = {"ok": not residual, "subject": subject_id, "known": known, "residual": residual,
               "ledger_hashes": len(personal), "files_scanned": files,

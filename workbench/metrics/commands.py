@@ -2,7 +2,8 @@
 
     workbench verify-encoder --pairs CSV --root DIR --encoder sface [--calibrate-pairs CSV
         --calibrate-root DIR] [--far 1e-3] [--json]
-    workbench audit --train DIR --holdout DIR --generated DIR [--encoder sface ...] [--aligned] [--json]
+    workbench audit --train DIR --holdout DIR --generated DIR [--encoder sface ...] [--aligned]
+        [--generated-aligned] [--json]
 
 Heavy imports (OpenCV models, dlib) happen only when a command runs.
 """
@@ -51,7 +52,7 @@ def _audit(args: argparse.Namespace) -> int:
 
     result = audit(args.train, args.holdout, args.generated, encoders=args.encoder or ["sface"],
                    aligned=args.aligned, thresholds=_thresholds(args.threshold), n_resamples=args.resamples,
-                   seed=args.seed)
+                   seed=args.seed, generated_aligned=args.generated_aligned)
     print(json.dumps(result, indent=1) if args.json else summary_table(result))
     return 0
 
@@ -73,16 +74,25 @@ def add_commands(sub) -> None:
     a = sub.add_parser("audit", help="image-level identity and memorisation metrics on plain folders",
                        description="Identity fidelity (FDFR, ISM, verification rate) and memorisation "
                                    "(pixel l2, extraction rate, gap) of generated images against a "
-                                   "subject's train and holdout photos. No model is needed.")
+                                   "subject's train and holdout photos. No model is needed. Faces in "
+                                   "the generated images are detected and aligned exactly like the "
+                                   "reference photos', so a vendor's whole-frame headshot that is a "
+                                   "training photo is found; --generated-aligned takes them as given.")
     a.add_argument("--train", type=Path, required=True, help="the subject's training photos")
     a.add_argument("--holdout", type=Path, required=True, help="the subject's holdout photos (never trained on)")
     a.add_argument("--generated", type=Path, required=True,
-                   help="generated images (square); sub-folders 'identifier' and 'no_identifier' are "
-                        "scored as separate prompt groups")
+                   help="generated images, any size (e.g. a vendor's headshots): each face is detected and "
+                        "aligned like the reference photos'; one without a face counts in FDFR and is "
+                        "skipped by memorisation; sub-folders 'identifier' and 'no_identifier' are scored "
+                        "as separate prompt groups")
     a.add_argument("--encoder", action="append", metavar="NAME",
                    help="identity encoder, repeatable; the first is the primary (default: sface)")
     a.add_argument("--aligned", action="store_true",
                    help="train/holdout photos are already aligned square crops (skip detection)")
+    a.add_argument("--generated-aligned", action="store_true",
+                   help="generated images are already square, in the model's framing (a workbench model's "
+                        "own samples): take them as given, no detection; whole-frame copies of training "
+                        "photos are then NOT found")
     a.add_argument("--threshold", action="append", metavar="ENCODER=VALUE",
                    help="override an encoder's calibrated cosine threshold (e.g. arcface=0.32)")
     a.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")

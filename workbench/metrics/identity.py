@@ -35,19 +35,41 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.metrics.encoders import EncoderInfo
+from workbench.metrics.registry import MetricDef, declare
 from workbench.metrics.stats import Metric, bootstrap_mean, empty, share_note
 
 GROUPS = ("identifier", "no_identifier")  # prompt groups (METRICS.md, "Concept bleed")
 
-#: Direction of each identity metric (higher_is_better, from the point of view of fidelity; the
-#: privacy reading is the opposite for ism_train_minus_holdout and for every score of no_identifier).
-DIRECTIONS = {
-    "fdfr": False,
-    "ism_holdout": True,
-    "ism_train": True,
-    "ism_train_minus_holdout": False,
-    "verification_rate": True,
-}
+ANTI = "Van Le et al., Anti-DreamBooth, ICCV 2023, Sec. 5.1"
+GEN = "generations with the identifier (encoder's detector; reference photos fixed)"
+BLEED_GEN = "generations without the identifier"
+declare(
+    MetricDef("identity.fdfr", "FDFR", "lower_is_better", "identity", ANTI,
+              "share of generations with no detected face", GEN),
+    MetricDef("identity.ism_holdout", "ISM holdout", "higher_is_better", "identity", ANTI,
+              "cos(e(x), mean e(holdout)), generations with a face", GEN),
+    MetricDef("identity.ism_train", "ISM train", "higher_is_better", "identity", ANTI,
+              "cos(e(x), mean e(train))", GEN),
+    MetricDef("identity.verification_rate", "Verification rate", "higher_is_better", "identity",
+              "METRICS.md, Identity fidelity",
+              "share of generations accepted at the calibrated threshold", GEN),
+    MetricDef("identity.ism_train_minus_holdout", "ISM train − holdout", "lower_is_better", "identity",
+              "METRICS.md (leakage signal)", "ISM_train - ISM_holdout per generation", GEN,
+              required=False, main=False),
+    MetricDef("identity.ism_train_minus_holdout_size_matched", "ISM train − holdout (size-matched)",
+              "lower_is_better", "identity", "METRICS.md (leakage signal)",
+              "ISM_train - ISM_holdout, both templates from min(T, H) photos (mean over random subsets)", GEN,
+              required=False, main=False),
+    MetricDef("bleed.ism_holdout", "Bleed ISM", "lower_is_better", "bleed", "METRICS.md, Concept bleed",
+              "ISM of prompts without identifier", BLEED_GEN),
+    MetricDef("bleed.verification_rate", "Bleed verification", "lower_is_better", "bleed",
+              "METRICS.md, Concept bleed", "verification rate of prompts without identifier", BLEED_GEN),
+    MetricDef("bleed.fdfr", "Bleed FDFR", "lower_is_better", "bleed", ANTI, "FDFR of prompts without identifier",
+              BLEED_GEN, required=False, main=False),
+)
+#: The per-encoder measures of :func:`identity_metrics` (results' ``by_encoder`` and ``workbench audit``).
+MEASURES = ("fdfr", "ism_holdout", "ism_train", "ism_train_minus_holdout", "ism_train_minus_holdout_size_matched",
+            "verification_rate")
 
 
 def mean_template(emb: np.ndarray, found: np.ndarray) -> np.ndarray | None:
@@ -78,8 +100,35 @@ def per_image_scores(gen_emb: np.ndarray, gen_found: np.ndarray, train_emb: np.n
     accepted = np.zeros(n, dtype=bool)
     if threshold is not None:
         accepted = np.nan_to_num(verification, nan=-np.inf) >= threshold
+    matched = size_matched_difference(gen_emb, gen_found, train_emb[train_found], holdout_emb[holdout_found])
     return {"ism_holdout": ism_holdout, "ism_train": ism_train, "verification_score": verification,
-            "accepted": accepted}
+            "accepted": accepted, "ism_train_minus_holdout_size_matched": matched}
+
+
+SUBSETS = 64  # random equal-size subsets averaged by the size-matched ISM difference
+
+
+def size_matched_difference(gen_emb: np.ndarray, gen_found: np.ndarray, train: np.ndarray, holdout: np.ndarray,
+                            subsets: int = SUBSETS, seed: int = 0) -> np.ndarray:
+    """Per generation, ISM_train − ISM_holdout with both templates built from the *same number* of photos:
+    the larger reference set is replaced by the mean over ``subsets`` random subsets of the smaller set's
+    size. A mean template of more photos is closer to the person's average face, so comparing a 15-photo
+    template with a 5-photo one biases the difference by +0.02–0.04 with nothing copied (METRICS.md,
+    ISM); matching the sizes removes that bias. NaN where the generation has no face."""
+    n = len(gen_emb)
+    if not len(train) or not len(holdout):
+        return np.full(n, np.nan)
+    k = min(len(train), len(holdout))
+    rng = np.random.default_rng(seed)
+
+    def expected_ism(ref: np.ndarray) -> np.ndarray:
+        if len(ref) == k:
+            return gen_emb @ mean_template(ref, np.ones(len(ref), dtype=bool))
+        sims = [gen_emb @ mean_template(ref[rng.choice(len(ref), k, replace=False)], np.ones(k, dtype=bool))
+                for _ in range(subsets)]
+        return np.mean(sims, axis=0)
+
+    return np.where(gen_found, expected_ism(train) - expected_ism(holdout), np.nan)
 
 
 def _summarise(found: np.ndarray, scores: dict[str, np.ndarray], threshold: float | None,
@@ -100,6 +149,11 @@ def _summarise(found: np.ndarray, scores: dict[str, np.ndarray], threshold: floa
     both = found & np.isfinite(scores["ism_train"]) & np.isfinite(scores["ism_holdout"])
     out["ism_train_minus_holdout"] = bootstrap_mean(
         scores["ism_train"][both] - scores["ism_holdout"][both],
+        empty_note="no generation with a face, or a reference set without faces", **kw)
+    matched = scores["ism_train_minus_holdout_size_matched"]
+    out["ism_train_minus_holdout_size_matched"] = bootstrap_mean(
+        matched[found & np.isfinite(matched)], note="both templates from equally many photos (expected over "
+                                                    f"{SUBSETS} random subsets of the larger set)",
         empty_note="no generation with a face, or a reference set without faces", **kw)
     if not has_holdout:
         out["verification_rate"] = empty("no holdout photo with a face to verify against")

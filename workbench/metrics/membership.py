@@ -35,6 +35,15 @@ Space: for latent models the attacks run on the latent the UNet saw in training:
 ``resolution``, [-1, 1], no flip). Pipelines without a VAE are attacked in pixel space. The result
 says which (``space``).
 
+**Difficulty calibration** (Watson et al., "On the Importance of Difficulty Calibration in Membership
+Inference Attacks", ICLR 2022): each image is scored by s_ft(x) − s_base(x), the same statistic on the
+fine-tuned model and on the untouched base model, with the *same* noise draws and timesteps (one
+seeded generator per attack). This cancels how hard an image is in itself (pose, lighting, how typical
+the photo is for the base model), which is what made an untouched model separate an ordered split.
+``auc``, ``advantage`` and ``tpr_at_1pct_fpr`` are of the calibrated scores when a base reference is
+given; ``auc_raw`` is always the raw score's AUC. For the untouched base the calibrated score is 0 by
+construction (AUC ½), so its *raw* AUC is the check that the split itself is exchangeable.
+
 Metrics per attack (:mod:`workbench.metrics.roc`): ROC AUC, attacker advantage, TPR at FPR ≤ 1%
 (ml_privacy_meter's definition), each with a stratified bootstrap 95% CI and n = (n_m, n_n), the ROC
 curve, the raw scores, and how coarse each metric is at these sample sizes.
@@ -53,15 +62,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from workbench.diffusion import encode_latents, encode_prompt, noise_scheduler
 from workbench.errors import UserError
 from workbench.metrics import roc, stats
+from workbench.metrics.registry import MetricDef, declare
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ATTACKS = ("loss", "pia", "secmi")
+DEFAULT_ATTACKS = ("loss", "loss_t", "pia", "secmi")
 DIRECTION = "higher score = more likely a member (errors are negated)"
 
 
@@ -75,8 +86,6 @@ class Denoiser:
     ``queries`` counts UNet evaluations per image: one call on N images adds 1 (not N)."""
 
     def __init__(self, pipe, prompt: str | None, batch_size: int = 16):
-        from diffusers import DDPMScheduler
-
         from workbench.device import autocast_dtype
 
         if getattr(pipe, "text_encoder_2", None) is not None:
@@ -84,7 +93,7 @@ class Denoiser:
         self.pipe, self.unet, self.batch_size = pipe, pipe.unet, batch_size
         self.device = self.unet.device
         self.amp = autocast_dtype(self.device.type)
-        scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        scheduler = noise_scheduler(pipe)
         self.prediction_type = scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise UserError(f"the pipeline predicts {self.prediction_type!r}; the attacks need epsilon or "
@@ -96,8 +105,6 @@ class Denoiser:
         self.cond = self._text(prompt)
 
     def _text(self, prompt: str | None) -> torch.Tensor | None:
-        import torch
-
         conditional = getattr(self.unet.config, "cross_attention_dim", None) is not None
         if not conditional:
             if prompt:
@@ -105,11 +112,7 @@ class Denoiser:
             return None
         if not prompt:
             raise UserError("pass the instance prompt the model was trained with, e.g. 'a photo of sks person'")
-        tok = self.pipe.tokenizer
-        ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids.to(self.device)
-        with torch.no_grad():
-            return self.pipe.text_encoder(ids)[0].float()  # (1, L, D)
+        return encode_prompt(self.pipe, prompt)  # (1, L, D)
 
     def alpha(self, t: int) -> float:
         if not 0 <= t < self.T:
@@ -149,27 +152,6 @@ class Denoiser:
         return torch.cat(out)
 
 
-def encode(pipe, paths: Sequence[Path], resolution: int, batch_size: int = 16) -> tuple[torch.Tensor, str]:
-    """Images → the tensors the UNet was trained on, and the space's name ("latent" or "pixel").
-
-    Latent: VAE posterior mean × scaling_factor (after subtracting shift_factor if the VAE has one)."""
-    import torch
-
-    from workbench.recipes.engine import load_images
-
-    x = load_images(list(paths), resolution)  # (N, 3, H, W) in [-1, 1], as in training
-    vae = getattr(pipe, "vae", None)
-    if vae is None:
-        return x, "pixel"
-    means = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            means.append(vae.encode(x[i:i + batch_size].to(vae.device, vae.dtype)).latent_dist.mean.float().cpu())
-    z = torch.cat(means)
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return (z - shift) * float(vae.config.scaling_factor), "latent"
-
-
 def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, a_t: float, a_s: float) -> torch.Tensor:
     """Deterministic DDIM update from ᾱ_t to ᾱ_s (either direction): x̂₀ then re-noise with the same ε."""
     x0_hat = (x_t - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
@@ -191,6 +173,15 @@ class LossParams:
 
     def queries(self) -> int:
         return len(self.timesteps) * self.n_noise
+
+
+@dataclass(frozen=True)
+class LossAtTParams:
+    t: int = 100  # the one, pre-chosen timestep
+    n_noise: int = 4  # ε draws (shared by all images)
+
+    def queries(self) -> int:
+        return self.n_noise
 
 
 @dataclass(frozen=True)
@@ -220,19 +211,41 @@ class Attack:
 
 
 ATTACKS: dict[str, Attack] = {}
+#: What each attack reports (:mod:`workbench.metrics.roc`), declared as ``mia.<attack>.<measure>``.
+MEASURES = ("auc", "auc_raw", "auc_gain", "advantage", "tpr_at_1pct_fpr")
+_UNIT = "member and non-member photos (stratified bootstrap)"
 
 
-def register_attack(name: str, params: type, reference: str):
+def register_attack(name: str, params: type, reference: str, equation: str):
+    """Register an attack and declare its metrics: registering an attack is this one decorator."""
+
     def wrap(fn):
         if name in ATTACKS:
             raise ValueError(f"attack {name!r} registered twice")
         ATTACKS[name] = Attack(name, params, fn, reference)
+        declare(
+            MetricDef(f"mia.{name}.auc", f"MIA AUC ({name})", "lower_is_better", "membership",
+                      reference + "; difficulty calibration: Watson et al., ICLR 2022", equation
+                      + "; score s_ft(x) - s_base(x), same noise; ROC AUC, members = train, non-members = holdout;"
+                        " p: two-sided permutation test", _UNIT),
+            MetricDef(f"mia.{name}.auc_raw", f"MIA AUC raw ({name})", "lower_is_better", "membership", reference,
+                      equation + "; uncalibrated score; for the control row the check that the split is "
+                                 "exchangeable", _UNIT, main=False),
+            MetricDef(f"mia.{name}.auc_gain", f"Raw AUC gain over base ({name})", "lower_is_better", "membership",
+                      reference, "AUC_raw(model) - AUC_raw(base) on the same photos (paired resamples)", _UNIT,
+                      required=False, main=False),
+            MetricDef(f"mia.{name}.advantage", f"Advantage ({name})", "lower_is_better", "membership",
+                      "Yeom et al., CSF 2018", "max |TPR - FPR|", _UNIT, main=False),
+            MetricDef(f"mia.{name}.tpr_at_1pct_fpr", f"TPR@1%FPR ({name})", "lower_is_better", "membership",
+                      "ml_privacy_meter definition", "TPR at the largest FPR <= 0.01", _UNIT, main=False),
+        )
         return fn
 
     return wrap
 
 
-@register_attack("loss", LossParams, "Matsumoto et al. 2023, Membership Inference Attacks against Diffusion Models")
+@register_attack("loss", LossParams, "Matsumoto et al. 2023, Membership Inference Attacks against Diffusion Models",
+                 "||eps_theta(sqrt(a_t) x0 + sqrt(1-a_t) eps, t) - eps||^2")
 def loss_attack(den: Denoiser, x0: torch.Tensor, p: LossParams, generator: torch.Generator) -> torch.Tensor:
     import torch
 
@@ -246,7 +259,14 @@ def loss_attack(den: Denoiser, x0: torch.Tensor, p: LossParams, generator: torch
     return -total / p.queries()
 
 
-@register_attack("pia", PiaParams, "Kong et al., ICLR 2024, Proximal Initialization Attack (PIA)")
+@register_attack("loss_t", LossAtTParams, "Matsumoto et al. 2023, the loss at one pre-chosen timestep",
+                 "||eps_theta(sqrt(a_t) x0 + sqrt(1-a_t) eps, t) - eps||^2 at t = 100")
+def loss_at_t_attack(den: Denoiser, x0: torch.Tensor, p: LossAtTParams, generator: torch.Generator) -> torch.Tensor:
+    return loss_attack(den, x0, LossParams(timesteps=(p.t,), n_noise=p.n_noise), generator)
+
+
+@register_attack("pia", PiaParams, "Kong et al., ICLR 2024, Proximal Initialization Attack (PIA)",
+                 "||eps_theta(x_t, t) - eps_theta(x0, 0)||_4^4")
 def pia_attack(den: Denoiser, x0: torch.Tensor, p: PiaParams, generator: torch.Generator) -> torch.Tensor:
     if p.t < 1:
         raise UserError("PIA needs t ≥ 1")
@@ -256,7 +276,8 @@ def pia_attack(den: Denoiser, x0: torch.Tensor, p: PiaParams, generator: torch.G
     return -_sum_over_pixels((den.eps(x_t, p.t) - eps0).abs() ** 4).double()  # −‖ε_θ(x_t, t, c) − ε₀‖⁴₄
 
 
-@register_attack("secmi", SecmiParams, "Duan et al., ICML 2023, SecMI (SecMI_stat)")
+@register_attack("secmi", SecmiParams, "Duan et al., ICML 2023, SecMI (SecMI_stat)",
+                 "DDIM inversion to t_SEC, one step on and back, error")
 def secmi_attack(den: Denoiser, x0: torch.Tensor, p: SecmiParams, generator: torch.Generator) -> torch.Tensor:
     k, t_sec = p.interval, p.t_sec
     if k < 1 or t_sec < k or t_sec % k:
@@ -327,17 +348,7 @@ def default_resolution(pipe) -> int:
     return int(pipe.unet.config.sample_size) * int(factor)
 
 
-def membership_inference(pipe, members: list[Path], nonmembers: list[Path], prompt: str | None,
-                         attacks: Sequence[str] = DEFAULT_ATTACKS, seed: int = 0, resolution: int | None = None,
-                         batch_size: int = 16, params: dict[str, dict] | None = None,
-                         n_resamples: int = stats.N_RESAMPLES, progress: bool = False) -> dict:
-    """Run membership-inference ``attacks`` on ``pipe``: members = train photos, non-members = holdout
-    photos of the same person. ``prompt``: the instance prompt the model was trained with.
-
-    Returns ``{attack: {auc, advantage, tpr_at_1pct_fpr (Metric dicts, n = [n_m, n_n]),
-    queries_per_image, total_queries, roc: {fpr, tpr}, scores: {members, nonmembers}, space,
-    space_detail, direction, params, reference, notes, seconds}}``.
-    """
+def _checked(members, nonmembers, attacks, params) -> tuple[list[Path], list[Path], dict]:
     members, nonmembers = [Path(p) for p in members], [Path(p) for p in nonmembers]
     if not members or not nonmembers:
         raise UserError(f"membership inference needs members and non-members; got {len(members)} train and "
@@ -351,21 +362,68 @@ def membership_inference(pipe, members: list[Path], nonmembers: list[Path], prom
     unknown = set(params) - set(attacks)
     if unknown:
         raise UserError(f"parameters given for attacks not run: {sorted(unknown)}")
+    return members, nonmembers, params
+
+
+def attack_scores(pipe, images: list[Path], prompt: str | None, attacks: Sequence[str] = DEFAULT_ATTACKS,
+                  seed: int = 0, resolution: int | None = None, batch_size: int = 16,
+                  params: dict[str, dict] | None = None, progress: bool = False) -> dict[str, np.ndarray]:
+    """Each attack's raw score of every image (higher = member); with the same ``seed`` two models get the
+    same noise draws and timesteps, so their scores can be subtracted (difficulty calibration)."""
+    params = params or {}
+    den = Denoiser(pipe, prompt, batch_size)
+    x, _ = encode_latents(pipe, list(images), resolution or default_resolution(pipe), batch_size)
+    return {name: score_attack(den, x, name, params.get(name), seed, progress)[0] for name in attacks}
+
+
+def membership_inference(pipe, members: list[Path], nonmembers: list[Path], prompt: str | None,
+                         attacks: Sequence[str] = DEFAULT_ATTACKS, seed: int = 0, resolution: int | None = None,
+                         batch_size: int = 16, params: dict[str, dict] | None = None,
+                         n_resamples: int = stats.N_RESAMPLES, progress: bool = False,
+                         reference: dict[str, np.ndarray] | None = None,
+                         n_permutations: int = roc.N_PERMUTATIONS) -> dict:
+    """Run membership-inference ``attacks`` on ``pipe``: members = train photos, non-members = holdout
+    photos of the same person. ``prompt``: the instance prompt the model was trained with.
+
+    ``reference``: per attack, the untouched base model's scores of ``members + nonmembers`` from
+    :func:`attack_scores` with the same ``seed`` (difficulty calibration, module docstring); without it the
+    attacks are uncalibrated and ``auc`` equals ``auc_raw``.
+
+    Returns ``{attack: {auc, auc_raw, advantage, tpr_at_1pct_fpr (Metric dicts with p-values where they
+    apply, n = [n_m, n_n]), calibrated, queries_per_image, total_queries, roc, roc_raw, scores,
+    calibrated_scores, space, space_detail, direction, params, reference, notes, seconds}}``.
+    """
+    members, nonmembers, params = _checked(members, nonmembers, attacks, params)
     resolution = resolution or default_resolution(pipe)
     den = Denoiser(pipe, prompt, batch_size)
-    x, space = encode(pipe, members + nonmembers, resolution, batch_size)
+    x, space = encode_latents(pipe, members + nonmembers, resolution, batch_size)
     m = len(members)
     out = {}
     for name in attacks:
         t0 = time.perf_counter()
-        scores, p = score_attack(den, x, name, params.get(name), seed, progress)
+        raw, p = score_attack(den, x, name, params.get(name), seed, progress)
         seconds = time.perf_counter() - t0
-        report = roc.roc_report(scores[:m], scores[m:], n_resamples=n_resamples, seed=seed)
+        base = None if reference is None else np.asarray(reference[name], dtype=np.float64)
+        if base is not None and base.shape != raw.shape:
+            raise UserError(f"the base reference of attack {name!r} scores {base.size} images, not {raw.size}")
+        scores = raw if base is None else raw - base  # s_ft(x) − s_base(x)
+        kw = {"n_resamples": n_resamples, "seed": seed, "n_permutations": n_permutations}
+        report = roc.roc_report(scores[:m], scores[m:], **kw)
+        raw_report = report if base is None else roc.roc_report(raw[:m], raw[m:], **kw)
+        gain = None if base is None else {
+            **roc.paired_auc_difference(raw[:m], raw[m:], base[:m], base[m:], n_resamples, seed).to_dict(),
+            "n": [m, len(nonmembers)]}
         out[name] = {
             **report.to_dict(),
-            "queries_per_image": p.queries(),
-            "total_queries": p.queries() * len(x),
-            "scores": {"members": [float(s) for s in scores[:m]], "nonmembers": [float(s) for s in scores[m:]]},
+            "auc_raw": raw_report.to_dict()["auc"],
+            "auc_gain": gain or stats.empty("needs the base model's scores (difficulty calibration)").to_dict(),
+            "roc_raw": raw_report.to_dict()["roc"],
+            "calibrated": base is not None,
+            "queries_per_image": p.queries() * (2 if base is not None else 1),
+            "total_queries": p.queries() * len(x) * (2 if base is not None else 1),
+            "scores": {"members": [float(v) for v in raw[:m]], "nonmembers": [float(v) for v in raw[m:]]},
+            "calibrated_scores": None if base is None else {
+                "members": [float(v) for v in scores[:m]], "nonmembers": [float(v) for v in scores[m:]]},
             "space": space,
             "space_detail": ("VAE posterior mean × scaling_factor of each image" if space == "latent"
                              else "pixels in [-1, 1]") + f", images resized to {resolution}×{resolution}",
@@ -375,6 +433,7 @@ def membership_inference(pipe, members: list[Path], nonmembers: list[Path], prom
             "notes": roc.granularity_notes(m, len(nonmembers)),
             "seconds": round(seconds, 3),
         }
-        log.info("%s: AUC %.3f over %d members / %d non-members (%d queries per image)", name,
-                 out[name]["auc"]["value"], m, len(nonmembers), p.queries())
+        log.info("%s: AUC %.3f (raw %.3f) over %d members / %d non-members (%d queries per image)", name,
+                 out[name]["auc"]["value"], out[name]["auc_raw"]["value"], m, len(nonmembers),
+                 out[name]["queries_per_image"])
     return out

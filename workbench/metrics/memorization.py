@@ -55,6 +55,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from workbench.metrics.registry import MetricDef, declare
 from workbench.metrics.stats import Metric, bootstrap, bootstrap_mean, empty, share_note
 
 #: δ of (ℓ2, δ)-extraction, in registered pixel ℓ2 (RGB in [0, 1]). Calibrated on 2026-11-26 by
@@ -87,19 +88,38 @@ COPY_SIMILARITY_UNAVAILABLE = {
               "descriptor is substituted. Pixel and tiled l2 are reported instead.",
 }
 
-#: Direction of each memorisation metric (higher_is_better from the privacy point of view).
-DIRECTIONS = {
-    "extraction_rate": False,
-    "extraction_rate_unregistered": False,
-    "gap": False,
-    "gap_size_matched": False,
-    "nearest_train_l2": True,
-    "nearest_train_tiled_l2": True,
-    "nearest_train_registered_l2": True,
-    "nearest_holdout_l2": True,
-    "relative_distance": True,
-    "diversity": True,
-}
+CARLINI = "Carlini et al., Extracting Training Data from Diffusion Models, USENIX Security 2023"
+_GEN = "generations (subject's photos fixed)"
+_TRAIN = "train photos (generations fixed)"
+declare(
+    MetricDef("memorization.extraction_rate", "Extraction rate", "lower_is_better", "memorization",
+              CARLINI + ", Definition 1", "share of train photos with a generation within delta (registered l2)",
+              _TRAIN),
+    MetricDef("memorization.gap", "Memorisation gap", "lower_is_better", "memorization", "METRICS.md",
+              "nearest holdout l2 - nearest train l2", _GEN),
+    MetricDef("memorization.min_l2", "Min ℓ2 to train", "higher_is_better", "memorization", CARLINI,
+              "sqrt(sum (a-b)^2 / d) to the nearest train photo", _GEN),
+    MetricDef("memorization.extraction_rate_unregistered", "Extraction rate (raw ℓ2)", "lower_is_better",
+              "memorization", CARLINI, "same with raw pixel l2", _TRAIN, required=False, main=False),
+    MetricDef("memorization.gap_size_matched", "Memorisation gap (size-matched)", "lower_is_better",
+              "memorization", "METRICS.md", "gap with size-matched train set", _GEN, required=False, main=False),
+    MetricDef("memorization.relative_distance", "Relative distance", "higher_is_better", "memorization",
+              CARLINI + ", CIFAR-10 section", "l2(x, x_nn) / (alpha * mean l2 to n nearest), alpha=0.5", _GEN,
+              required=False, main=False),
+    MetricDef("memorization.nearest_train_registered_l2", "Registered ℓ2 to train", "higher_is_better",
+              "memorization", CARLINI, "pixel l2 after ECC registration", _GEN, required=False, main=False),
+    MetricDef("memorization.nearest_train_tiled_l2", "Tiled ℓ2 to train", "higher_is_better", "memorization",
+              CARLINI, "max over 4x4 tiles of l2", _GEN, required=False, main=False),
+    MetricDef("memorization.nearest_holdout_l2", "Min ℓ2 to holdout", "higher_is_better", "memorization",
+              CARLINI, "sqrt(sum (a-b)^2 / d) to the nearest holdout photo (the control)", _GEN,
+              required=False, main=False),
+    MetricDef("memorization.diversity", "Diversity", "higher_is_better", "memorization", CARLINI,
+              "mean pairwise l2 between generations", "pairs of generations", required=False, main=False),
+)
+#: The metrics :func:`memorization_metrics` returns, by their name within the group.
+MEASURES = ("extraction_rate", "extraction_rate_unregistered", "gap", "gap_size_matched", "min_l2",
+            "nearest_train_tiled_l2", "nearest_train_registered_l2", "nearest_holdout_l2", "relative_distance",
+            "diversity")
 
 
 def as_float(images: Sequence[np.ndarray], size: int) -> np.ndarray:
@@ -268,14 +288,14 @@ def memorization_metrics(generated: Sequence[np.ndarray], train: Sequence[np.nda
         out["extraction_rate"] = bootstrap_mean(within.any(axis=0).astype(float), note=note, **kw)
         out["extraction_rate_unregistered"] = bootstrap_mean(
             (d_train <= delta).any(axis=0).astype(float), note=note + "; raw pixel l2 (lower bound)", **kw)
-        out["nearest_train_l2"] = bootstrap_mean(near_t, **kw)
+        out["min_l2"] = bootstrap_mean(near_t, **kw)
         out["nearest_train_tiled_l2"] = bootstrap_mean(d_train_tiled.min(axis=1), **kw)
         out["nearest_train_registered_l2"] = bootstrap_mean(d_train_reg.min(axis=1), **kw)
         out["relative_distance"] = bootstrap_mean(
             rel, note=f"alpha={ALPHA}, n={max(1, min(n_nearest, t))} nearest train photos", **kw)
     else:
         within = np.zeros((g, 0), dtype=bool)
-        for key in ("extraction_rate", "extraction_rate_unregistered", "nearest_train_l2",
+        for key in ("extraction_rate", "extraction_rate_unregistered", "min_l2",
                     "nearest_train_tiled_l2", "nearest_train_registered_l2", "relative_distance"):
             out[key] = empty("no train photos")
     if t and h:

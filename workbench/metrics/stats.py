@@ -35,9 +35,12 @@ class Metric:
     ci_high: float | None
     n: int
     note: str | None = None
+    p_value: float | None = None  # a test of "no effect", where the metric has one (membership inference)
 
     def to_dict(self) -> dict:
         out = {"value": _r(self.value), "ci_low": _r(self.ci_low), "ci_high": _r(self.ci_high), "n": self.n}
+        if self.p_value is not None:
+            out["p_value"] = round(float(self.p_value), 6)
         if self.note:
             out["note"] = self.note
         return out

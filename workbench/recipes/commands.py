@@ -91,11 +91,8 @@ def add_commands(subparsers) -> None:
 
 def _cmd_train(args) -> int:
     params = parse_params(args.recipe, args.set)  # fails here, before anything loads
-    try:
-        from workbench.subjects.intake import load_subject
-    except ImportError:
-        raise UserError("subject intake (workbench.subjects.intake) is not available yet") from None
     from workbench.recipes.engine import TrainJob
+    from workbench.subjects.store import load_subject
 
     subject = load_subject(args.subject)
     job = TrainJob(base=args.backbone, train_images=list(subject.train), holdout_images=list(subject.holdout),

@@ -51,6 +51,7 @@ from pydantic import Field, model_validator
 from workbench.errors import UserError
 from workbench.recipes import lora
 from workbench.recipes.registry import register_recipe
+from workbench.records import TrainingRecord, Value, register_record
 
 ACCOUNTANT = "rdp"
 # RDP orders α: Opacus' defaults (1.1 … 63) extended to 1024, so that strong privacy (large σ, few
@@ -148,6 +149,51 @@ def check_per_sample(params: list, names: list[str], batch: int) -> None:
                                "train it privately: use the default target_modules and no torch.compile")
 
 
+@register_record
+class PrivacyRecord(TrainingRecord):
+    """DP-SGD's accounting for the steps actually run, and what the guarantee does and does not cover."""
+
+    KIND = "privacy"
+    COLUMN = "differential privacy (per photo)"
+    ABSENT = "not private"
+    ORDER = 40
+    mechanism: str = "DP-SGD (Abadi et al. 2016): Poisson sampling, per-photo clipping, Gaussian noise"
+    unit: str = "one training photo"
+    accountant: str = "Rényi DP, Opacus RDPAccountant"
+    epsilon: float | None  # None: no noise, no guarantee (ε infinite)
+    delta: float
+    target_epsilon: float | None = None
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    max_grad_norm: float
+    n_photos: int
+    protects: str = "whether any single photo was in the training set (membership of one photo)"
+    does_not_protect: str = "the identity: the face shared by all photos is learned from all of them"
+    covers: str = "the trained weights; not the training log (per-step losses, clip counts) kept beside them"
+    noise_seed: str
+
+    def describe(self):
+        eps = (["ε = ", Value(self.epsilon, "/epsilon"), " at δ = ", Value(self.delta, "/delta", "g3")]
+               if self.epsilon is not None else ["no guarantee (no noise: ε is infinite)"])
+        return eps + [" (σ = ", Value(self.noise_multiplier, "/noise_multiplier"), ", q = ",
+                      Value(self.sample_rate, "/sample_rate"), ", C = ",
+                      Value(self.max_grad_norm, "/max_grad_norm", "g3"), ")"]
+
+    def statement(self):
+        return ["What the differential privacy here protects (unit: ", Value(self.unit, "/unit", "text"), "): ",
+                Value(self.protects, "/protects", "text"), ". What it does not: ",
+                Value(self.does_not_protect, "/does_not_protect", "text"), ". It covers ",
+                Value(self.covers, "/covers", "text"), ". ε is the accountant's (",
+                Value(self.accountant, "/accountant", "text"), ") for the steps actually run; lower is more private. "
+                "Read it beside the same row's identity fidelity and membership-inference numbers."]
+
+    @classmethod
+    def note(cls) -> str:
+        return ("record-level differential privacy (dp_lora) bounds what the model reveals about any one "
+                "training photo; it does not hide the identity that all the photos share")
+
+
 def hooks(params: Params):
     import torch
 
@@ -185,19 +231,12 @@ def hooks(params: Params):
             return row
 
         def details(steps_run):
-            return {"privacy": {
-                "mechanism": "DP-SGD (Abadi et al. 2016): Poisson sampling, per-photo clipping, Gaussian noise",
-                "unit": "one training photo", "accountant": "Rényi DP, Opacus RDPAccountant",
-                "epsilon": _finite(epsilon(sigma, q, steps_run, params.delta)), "delta": params.delta,
-                "target_epsilon": params.target_epsilon, "noise_multiplier": round(sigma, 6),
-                "sample_rate": round(q, 6), "steps": steps_run, "max_grad_norm": params.max_grad_norm,
-                "n_photos": n,
-                "protects": "whether any single photo was in the training set (membership of one photo)",
-                "does_not_protect": "the identity: the face shared by all photos is learned from all of them",
-                "covers": "the trained weights; not the training log (per-step losses, clip counts) kept beside them",
-                "noise_seed": "the job seed (reproducible, no guarantee against whoever knows it)"
-                if params.seeded_noise else "operating-system randomness, not recorded",
-            }}
+            return PrivacyRecord(
+                epsilon=_finite(epsilon(sigma, q, steps_run, params.delta)), delta=params.delta,
+                target_epsilon=params.target_epsilon, noise_multiplier=round(sigma, 6), sample_rate=round(q, 6),
+                steps=steps_run, max_grad_norm=params.max_grad_norm, n_photos=n,
+                noise_seed="the job seed (reproducible, no guarantee against whoever knows it)"
+                if params.seeded_noise else "operating-system randomness, not recorded")
 
         return engine.Setup(param_groups=[{"params": trained, "lr": params.lr}], backward=backward,
                             autocast=False, details=details, close=model.remove_hooks, generators={"dp": rng})

@@ -32,7 +32,7 @@ Every file written is registered in the subject's manifest.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import dataclasses
 import json
 import logging
 import math
@@ -46,13 +46,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
+from workbench.content import base_key, content_key, param_hash
+from workbench.diffusion import LatentSet, denoising_losses, encode_images, encode_prompt, noise_scheduler
 from workbench.errors import Interrupted, UserError
 from workbench.lifecycle import manifest
 from workbench.recipes.artifacts import ARTIFACT, DONE, FORMAT_VERSION, read_done
+from workbench.recipes.early_stopping import early_stopping
 from workbench.recipes.registry import RecipeParams
+from workbench.records import TrainingRecord, Value, register_record
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ class TrainJob:
     base: str  # backbone: "tiny-face", a local diffusers folder or a hub id
     train_images: list[Path]  # the subject's aligned training crops (e.g. Subject.train)
     subject_id: str  # every file written is registered in this subject's manifest
-    out_dir: Path  # the run folder (job.json, loss.jsonl, checkpoint/, artifact/)
+    out_dir: Path | None = None  # the run folder (job.json, loss.jsonl, checkpoint/, artifact/); see in_store
     identifier: str = "sks"  # rare word bound to the subject; TI-style recipes make it a new token "<sks>"
     class_noun: str = "person"  # the subject's class (DreamBooth's class noun)
     instance_prompt: str = "a photo of {identifier} {class_noun}"  # caption of every training image
@@ -81,7 +84,7 @@ class TrainJob:
     holdout_images: list[Path] = field(default_factory=list)  # early stopping's validation photos
 
     def __post_init__(self):
-        self.out_dir = Path(self.out_dir)
+        self.out_dir = Path(self.out_dir) if self.out_dir is not None else None
         self.train_images = [Path(p) for p in self.train_images]
         self.holdout_images = [Path(p) for p in self.holdout_images]
         if not self.train_images:
@@ -93,6 +96,31 @@ class TrainJob:
         if self.checkpoint_every < 0:
             raise UserError("checkpoint_every must be ≥ 0 (0 turns checkpoints off)")
 
+    def record(self, recipe: str, params: RecipeParams) -> dict:
+        """What the trained model is a function of (written as job.json; run-time choices such as the
+        device are left out): the recipe and its params, the base model's *weights* (so a backbone
+        rebuilt in place is a different job), the photos' content, the prompts, the seed and size."""
+        return {
+            "recipe": recipe, "params": params.model_dump(mode="json"),
+            "base": self.base, "base_weights": base_key(self.base), "subject_id": self.subject_id,
+            "train_images": [manifest.sha256_file(p) for p in self.train_images],
+            "identifier": self.identifier, "class_noun": self.class_noun,
+            "instance_prompt": self.instance_prompt, "class_prompt": self.class_prompt,
+            "seed": self.seed, "resolution": self.resolution,
+        } | ({"holdout_images": [manifest.sha256_file(p) for p in self.holdout_images]}
+             if params.patience() is not None else {})  # the holdout photos select the model
+
+    def key(self, recipe: str, params: RecipeParams) -> str:
+        """The job's content key: names its folder and decides whether a finished model is reused."""
+        return content_key(self.record(recipe, params))
+
+    def in_store(self, recipe: str, params: RecipeParams) -> TrainJob:
+        """This job with ``out_dir`` in the subject's model store, named by recipe and content key."""
+        from workbench import paths
+
+        folder = paths.subject_dir(self.subject_id) / "models" / f"{recipe}-{self.key(recipe, params)}"
+        return dataclasses.replace(self, out_dir=folder)
+
 
 @dataclass
 class Setup:
@@ -103,7 +131,7 @@ class Setup:
     extra_loss: Callable[[Step], torch.Tensor] | None = None  # added to the instance loss
     backward: Callable[[Step, LatentSet, str], dict] | None = None  # sets .grad (None: backprop + clipping)
     autocast: bool = True  # False: train in fp32 even where bf16 autocast is available
-    details: Callable[[int], dict] | None = None  # steps run -> extra fields for DONE.json["details"]
+    details: Callable[[int], TrainingRecord] | None = None  # steps run -> a record for DONE.json["details"]
     close: Callable[[], None] | None = None  # called once training ends, before the artifact is saved
     generators: dict[str, torch.Generator] = field(default_factory=dict)  # more RNGs saved in checkpoints
 
@@ -130,10 +158,26 @@ def hooks_for(recipe: str, params, **kw) -> Hooks:
 
 def planned_steps(hooks: Hooks, n_photos: int) -> int:
     """``hooks.steps``, capped at ``max_steps_per_photo`` × training photos when that is set."""
-    cap = getattr(hooks.params, "max_steps_per_photo", None)
+    cap = hooks.params.steps_per_photo_cap()
     if cap is None or hooks.steps == 0:
         return hooks.steps
     return min(hooks.steps, max(1, math.floor(cap * n_photos + 1e-9)))
+
+
+@register_record
+class StepsRecord(TrainingRecord):
+    """Optimiser steps: planned by the recipe, the cap ``max_steps_per_photo`` set, and actually run."""
+
+    KIND = "steps"
+    COLUMN = "steps run"
+    ORDER = 10
+    planned: int
+    cap: int | None = None
+    run: int
+
+    def describe(self):
+        parts = [Value(self.run, "/run", "int"), " of ", Value(self.planned, "/planned", "int")]
+        return parts + ([" (capped at ", Value(self.cap, "/cap", "int"), ")"] if self.cap is not None else [])
 
 
 @dataclass(frozen=True)
@@ -163,60 +207,13 @@ class Stopped(Interrupted):
 # Data: images → cached VAE posteriors; prompts → (cached) text embeddings
 
 
-def load_images(paths: list[Path], resolution: int) -> torch.Tensor:
-    """RGB images → float tensor (N, 3, H, W) in [-1, 1]."""
-    arrays = []
-    for path in paths:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (resolution, resolution):
-                im = im.resize((resolution, resolution), Image.Resampling.BICUBIC)
-            arrays.append(np.asarray(im, dtype=np.float32))
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # (N, 3, H, W) in [0, 255]
-    return x / 127.5 - 1.0
-
-
-@dataclass
-class LatentSet:
-    """VAE posteriors N(mean, std²) of N images followed by their mirror images (rows N..2N-1)."""
-
-    mean: torch.Tensor  # (2N, C, h, w)
-    std: torch.Tensor  # (2N, C, h, w)
-    scaling: float  # vae.config.scaling_factor
-
-    def __len__(self) -> int:
-        return self.mean.shape[0]
-
-    def sample(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """z₀ = scaling · (mean + std · e), e ~ N(0, I): a fresh posterior sample per step."""
-        mean, std = self.mean[idx], self.std[idx]
-        e = torch.randn(mean.shape, generator=generator).to(mean.device)
-        return (mean + std * e) * self.scaling
-
-
-@torch.no_grad()
-def encode_images(pipe, paths: list[Path], resolution: int, chunk: int = 16) -> LatentSet:
-    """Encode images and their horizontal flips once with the (frozen) VAE, in fp32."""
-    vae = pipe.vae
-    x = load_images(paths, resolution)
-    x = torch.cat([x, x.flip(-1)])  # horizontal-flip augmentation, precomputed
-    means, stds = [], []
-    for i in range(0, len(x), chunk):
-        dist = vae.encode(x[i:i + chunk].to(vae.device, vae.dtype)).latent_dist
-        means.append(dist.mean.float())
-        stds.append(dist.std.float())
-    return LatentSet(torch.cat(means), torch.cat(stds), float(vae.config.scaling_factor))
-
-
 class Step:
     """Computes diffusion losses for the loop and for a recipe's ``extra_loss`` hook."""
 
     def __init__(self, pipe, batch_size: int, generator: torch.Generator, amp, text_trainable: bool):
-        from diffusers import DDPMScheduler
-
         self.pipe, self.batch_size, self.generator, self.amp = pipe, batch_size, generator, amp
         self.device = pipe.unet.device
-        self.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.scheduler = noise_scheduler(pipe)
         self.text_trainable = text_trainable
         self._text_cache: dict[str, torch.Tensor] = {}
 
@@ -236,14 +233,10 @@ class Step:
         """Text-encoder hidden states (1, T, D): cached while nothing on the text side trains."""
         if not self.text_trainable and prompt in self._text_cache:
             return self._text_cache[prompt]
-        tok = self.pipe.tokenizer
-        ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids.to(self.device)
         if self.text_trainable:
             with self.autocast():
-                return self.pipe.text_encoder(ids)[0]
-        with torch.no_grad():
-            emb = self.pipe.text_encoder(ids)[0].float()
+                return encode_prompt(self.pipe, prompt, grad=True)
+        emb = encode_prompt(self.pipe, prompt)
         self._text_cache[prompt] = emb
         return emb
 
@@ -265,18 +258,6 @@ class Step:
             return denoising_losses(model or self.pipe.unet, self.scheduler, z0, cond, g)
 
 
-def denoising_losses(unet, scheduler, z0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The objective of the module docstring, per sample (B,): fresh ε and t for each clean latent z₀;
-    ``cond`` (1, T, D) text embeddings. Differentiable in z₀ (Anti-DreamBooth's PGD) and in the UNet."""
-    b, device = len(z0), z0.device
-    noise = torch.randn(z0.shape, generator=generator).to(device)  # ε ~ N(0, I)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
-    zt = scheduler.add_noise(z0, noise, t)  # z_t = √ᾱ_t z₀ + √(1-ᾱ_t) ε
-    target = scheduler.get_velocity(z0, noise, t) if scheduler.config.prediction_type == "v_prediction" else noise
-    pred = unet(zt, t, cond.expand(b, -1, -1)).sample
-    return (pred.float() - target.float()).pow(2).flatten(1).mean(1)
-
-
 def plain_backward(setup: Setup, params: list, max_grad_norm: float) -> Callable[[Step, LatentSet, str], dict]:
     """The default gradient: backprop of the batch loss (+ extra loss), then global-norm clipping."""
 
@@ -288,80 +269,6 @@ def plain_backward(setup: Setup, params: list, max_grad_norm: float) -> Callable
         return {"loss": loss.item()} | ({} if extra is None else {"extra_loss": extra.item()})
 
     return backward
-
-
-@dataclass
-class EarlyStopping:
-    """Stop when the holdout denoising loss has not improved for ``patience`` evaluations; keep the best.
-
-    The best weights are kept in CPU memory and in each checkpoint: for full fine-tunes (DreamBooth)
-    that is a second copy of the UNet (about 3.4 GB at SD 1.5 in fp32).
-
-    Each evaluation draws the same z₀, ε and t (a generator seeded alike every time: common random
-    numbers), ``DRAWS`` per holdout photo, so successive values differ only through the weights."""
-
-    patience: int
-    every: int
-    latents: LatentSet  # the holdout photos (rows 0..N-1; their mirrors are not evaluated)
-    prompt: str
-    DRAWS = 4
-    best: float = float("inf")
-    best_step: int = 0
-    bad: int = 0
-    history: list = field(default_factory=list)  # [step, holdout loss] per evaluation
-    best_tensors: dict | None = None
-
-    @property
-    def stopped(self) -> bool:
-        return self.bad >= self.patience
-
-    def evaluate(self, step: Step, done: int, trainable: dict) -> float:
-        n = len(self.latents) // 2
-        idx = torch.arange(n).repeat(self.DRAWS)
-        with torch.no_grad():
-            value = step.losses(self.latents, self.prompt, idx, generator=torch.Generator().manual_seed(1234)).mean()
-        value = value.item()
-        self.history.append([done, round(value, 6)])
-        if value < self.best:
-            self.best, self.best_step, self.bad = value, done, 0
-            self.best_tensors = {k: v.detach().to("cpu", copy=True) for k, v in trainable.items()}
-        else:
-            self.bad += 1
-        return value
-
-    def state(self) -> dict:
-        return {"best": self.best, "best_step": self.best_step, "bad": self.bad, "history": self.history}
-
-    def load(self, state: dict | None, tensors: dict | None) -> None:
-        if state:
-            self.best, self.best_step, self.bad, self.history = (
-                state["best"], state["best_step"], state["bad"], state["history"])
-            self.best_tensors = tensors
-
-    def restore_best(self, trainable: dict) -> None:
-        if self.best_tensors is not None:
-            with torch.no_grad():
-                for name, p in trainable.items():
-                    p.copy_(self.best_tensors[name].to(p.device))
-
-    def summary(self, steps_run: int, steps_planned: int) -> dict:
-        return {"patience": self.patience, "eval_every": self.every, "best_step": self.best_step,
-                "best_holdout_loss": self.best, "stopped_at": steps_run,
-                "stopped_early": self.stopped and steps_run < steps_planned,
-                "history": self.history}
-
-
-def early_stopping_patience(params) -> int | None:
-    """The recipe's early-stopping patience; None when early stopping is off (or the recipe has none)."""
-    return getattr(params, "early_stopping_patience", None)
-
-
-def _early_stopping(hooks: Hooks, pipe, job: TrainJob, prompt: str) -> EarlyStopping | None:
-    patience = early_stopping_patience(hooks.params)
-    if patience is None:
-        return None
-    return EarlyStopping(patience, hooks.params.eval_every, encode_images(pipe, job.holdout_images, job.resolution),
-                         prompt)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -382,7 +289,7 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None,
         _check_job(out, job, hooks)
         log.info("%s is already trained; reusing it", out / ARTIFACT)
         return TrainResult.from_folder(out / ARTIFACT)
-    if early_stopping_patience(hooks.params) is not None and not job.holdout_images:
+    if hooks.params.patience() is not None and not job.holdout_images:
         raise UserError("early_stopping_patience needs holdout photos (the job has none): give the subject a "
                         "holdout split, or remove early_stopping_patience")
     out.mkdir(parents=True, exist_ok=True)
@@ -391,8 +298,7 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None,
     token = hooks.token or job.identifier
     total = planned_steps(hooks, len(job.train_images))
     if total == 0:
-        return _finish(job, hooks, None, token, seconds=0.0, steps_run=0,
-                       details={"steps_planned": 0, "steps_cap": None, "steps_run": 0})
+        return _finish(job, hooks, None, token, seconds=0.0, steps_run=0, records=[StepsRecord(planned=0, run=0)])
 
     from workbench.backbones.registry import load_backbone
     from workbench.device import autocast_dtype, resolve_device
@@ -425,12 +331,10 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None,
     prompt = job.instance_prompt.format(identifier=token, class_noun=job.class_noun)
     params = list(trainable.values())
     backward = setup.backward or plain_backward(setup, params, hooks.max_grad_norm)
-    stopper = _early_stopping(hooks, pipe, job, prompt)
-
+    stopper = early_stopping(hooks.params, pipe, job.holdout_images, job.resolution, prompt)
     generators = {"loop": generator} | setup.generators
-    start, seconds, state = _resume(out, trainable, optimizer, generators, device)
-    if stopper is not None:
-        stopper.load(state.get("early"), state.get("best_tensors"))
+    stateful = {"optimizer": optimizer} | ({"early_stopping": stopper} if stopper else {})
+    start, seconds = _resume(out, trainable, stateful, generators, device)
     loss_log = out / LOSS_LOG
     _truncate_log(loss_log, job.subject_id, start)
     if not loss_log.exists():  # registered before the first line, so a killed run leaves nothing unlisted
@@ -446,7 +350,7 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None,
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         done = i + 1
-        if stopper is not None and (done % stopper.every == 0 or done == total):
+        if stopper is not None and stopper.due(done, total):
             row["holdout_loss"] = stopper.evaluate(step, done, trainable)
         row["seconds"] = round(time.perf_counter() - t0, 5)
         seconds += row["seconds"]
@@ -458,25 +362,24 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None,
             break
         cancelled = should_stop is not None and should_stop()
         if (cancelled or job.checkpoint_every and done % job.checkpoint_every == 0) and done < total:
-            _save_checkpoint(out, job.subject_id, trainable, optimizer, generators, done, seconds, stopper)
+            _save_checkpoint(out, job.subject_id, trainable, stateful, generators, done, seconds)
         if (cancelled or (stop_after is not None and done >= stop_after)) and done < total:
             bar.close()
             manifest.register(job.subject_id, "record", loss_log)
             raise Stopped(f"stopped after step {done} of {total}")
     bar.close()
-    details = {"steps_planned": hooks.steps, "steps_cap": total if total < hooks.steps else None,
-               "steps_run": done}
+    records = [StepsRecord(planned=hooks.steps, cap=total if total < hooks.steps else None, run=done)]
     if stopper is not None:
         stopper.restore_best(trainable)
-        details["early_stopping"] = stopper.summary(done, total)
+        records.append(stopper.record(done, total))
     if setup.details is not None:
-        details |= setup.details(done)
+        records.append(setup.details(done))
     if setup.close is not None:
         setup.close()
     restore()
     pipe.unet.eval()
     pipe.text_encoder.eval()
-    return _finish(job, hooks, pipe, token, seconds, steps_run=done, details=details)
+    return _finish(job, hooks, pipe, token, seconds, steps_run=done, records=records)
 
 
 def _named_trainable(pipe):
@@ -506,23 +409,8 @@ def _cast_frozen(unet, amp) -> Callable[[], None]:
     return restore
 
 
-def _job_record(job: TrainJob, hooks: Hooks) -> dict:
-    """What must match for a rerun to resume (run-time choices like device are left out)."""
-    from workbench.backbones.registry import resolve_backbone
-
-    return {
-        "recipe": hooks.recipe, "params": hooks.params.model_dump(mode="json"), "steps": hooks.steps,
-        "base": resolve_backbone(job.base), "subject_id": job.subject_id,
-        "train_images": [manifest.sha256_file(p) for p in job.train_images],
-        "identifier": job.identifier, "class_noun": job.class_noun,
-        "instance_prompt": job.instance_prompt, "class_prompt": job.class_prompt,
-        "seed": job.seed, "resolution": job.resolution,
-    } | ({"holdout_images": [manifest.sha256_file(p) for p in job.holdout_images]}
-         if early_stopping_patience(hooks.params) is not None else {})
-
-
 def _check_job(out: Path, job: TrainJob, hooks: Hooks) -> None:
-    record = _job_record(job, hooks)
+    record = job.record(hooks.recipe, hooks.params) | {"steps": hooks.steps}
     path = out / JOB
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
@@ -572,7 +460,8 @@ def _read_log(path: Path) -> list[dict]:
 # written under a temporary name and renamed into place, so the newest one is always complete.
 
 
-def _save_checkpoint(out, subject_id, trainable, optimizer, generators, step, seconds, stopper=None) -> None:
+def _save_checkpoint(out, subject_id, trainable, stateful, generators, step, seconds) -> None:
+    """``stateful``: objects with ``state_dict()`` (the optimiser, early stopping), each saved as <name>.pt."""
     import io
 
     from safetensors.torch import save_file
@@ -582,17 +471,14 @@ def _save_checkpoint(out, subject_id, trainable, optimizer, generators, step, se
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in trainable.items()}
     save_file(tensors, tmp / "trainable.safetensors")
-    buf = io.BytesIO()
-    torch.save(optimizer.state_dict(), buf)
-    (tmp / "optimizer.pt").write_bytes(buf.getvalue())
+    for name, obj in stateful.items():
+        buf = io.BytesIO()
+        torch.save(obj.state_dict(), buf)
+        (tmp / f"{name}.pt").write_bytes(buf.getvalue())
     state = {"step": step, "seconds": seconds, "rng_torch": torch.get_rng_state()}
     state |= {f"rng_{name}": g.get_state() for name, g in generators.items()}
     if torch.cuda.is_available():
         state["rng_cuda"] = torch.cuda.get_rng_state_all()
-    if stopper is not None:
-        state["early"] = stopper.state()
-        if stopper.best_tensors is not None:
-            save_file({k: v.contiguous() for k, v in stopper.best_tensors.items()}, tmp / "best.safetensors")
     torch.save(state, tmp / "state.pt")
     final = root / f"step-{step:06d}"
     os.replace(tmp, final)
@@ -603,74 +489,40 @@ def _save_checkpoint(out, subject_id, trainable, optimizer, generators, step, se
             shutil.rmtree(old)
 
 
-def _resume(out, trainable, optimizer, generators, device) -> tuple[int, float, dict]:
-    """Load the newest checkpoint, if any: → (steps done, training seconds so far, saved loop state)."""
+def _resume(out, trainable, stateful, generators, device) -> tuple[int, float]:
+    """Load the newest checkpoint, if any, into the weights, ``stateful`` and ``generators``:
+    → (steps done, training seconds so far)."""
     from safetensors.torch import load_file
 
     folders = sorted((out / CHECKPOINT).glob("step-*"))
     if not folders:
-        return 0, 0.0, {}
+        return 0, 0.0
     folder = folders[-1]
     saved = load_file(folder / "trainable.safetensors", device=str(device))
-    if set(saved) != set(trainable):
+    if set(saved) != set(trainable) or not all((folder / f"{name}.pt").is_file() for name in stateful):
         raise UserError(f"checkpoint {folder} does not match this recipe's parameters; delete it to restart")
     with torch.no_grad():
         for name, p in trainable.items():
             p.copy_(saved[name])
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
+    for name, obj in stateful.items():
+        obj.load_state_dict(torch.load(folder / f"{name}.pt", map_location=device if name == "optimizer" else "cpu",
+                                       weights_only=True))
     state = torch.load(folder / "state.pt", weights_only=True)
     for name, g in generators.items():
         g.set_state(state[f"rng_{name}"])
     torch.set_rng_state(state["rng_torch"])
     if "rng_cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng_cuda"])
-    if (folder / "best.safetensors").exists():
-        state["best_tensors"] = load_file(folder / "best.safetensors")
     log.info("resuming %s from step %d", out, state["step"])
-    return int(state["step"]), float(state["seconds"]), state
+    return int(state["step"]), float(state["seconds"])
 
 
 # ---------------------------------------------------------------------------------------------------
 # The artifact
 
 
-_FINGERPRINTS: dict[tuple, str] = {}
-
-
-def base_fingerprint(source: str) -> str:
-    """sha256 over a local pipeline folder's model files (content, not names); a hub id → itself."""
-    folder = Path(source)
-    if not folder.is_dir():
-        return source
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
-                   and p.relative_to(folder).parts[0] not in ("safety_checker", "feature_extractor"))
-    key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    if key not in _FINGERPRINTS:
-        h = hashlib.sha256()
-        for p in files:
-            h.update(f"{p.relative_to(folder).as_posix()}\0{manifest.sha256_file(p)}\n".encode())
-        _FINGERPRINTS[key] = h.hexdigest()
-    return _FINGERPRINTS[key]
-
-
-def param_hash(folder: Path) -> str:
-    """sha256 over every tensor in the folder's safetensors files (path, name, dtype, shape, bytes).
-
-    Hashes parameters, not file bytes: diffusers' LoRA files carry metadata whose key order varies."""
-    from safetensors import safe_open
-
-    h = hashlib.sha256()
-    for path in sorted(folder.rglob("*.safetensors")):
-        with safe_open(path, framework="pt") as fh:
-            for name in sorted(fh.keys()):
-                t = fh.get_tensor(name).contiguous()
-                h.update(f"{path.relative_to(folder).as_posix()}\0{name}\0{t.dtype}\0{tuple(t.shape)}\n".encode())
-                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def _finish(job: TrainJob, hooks: Hooks, pipe, token: str, seconds: float, steps_run: int,
-            details: dict | None = None) -> TrainResult:
+            records: list[TrainingRecord]) -> TrainResult:
     from workbench.backbones.registry import resolve_backbone
 
     out = job.out_dir.resolve()
@@ -688,7 +540,7 @@ def _finish(job: TrainJob, hooks: Hooks, pipe, token: str, seconds: float, steps
             "final_loss": float(np.mean(losses[-10:])) if losses else None,
             "base": job.base,
             "base_source": source,
-            "base_sha256": base_fingerprint(source),
+            "base_sha256": base_key(job.base),
             "identifier": token,
             "class_noun": job.class_noun,
             "instance_prompt": job.instance_prompt.format(identifier=token, class_noun=job.class_noun),
@@ -697,7 +549,7 @@ def _finish(job: TrainJob, hooks: Hooks, pipe, token: str, seconds: float, steps
             "resolution": job.resolution,
             "files": files,
             "param_hash": param_hash(tmp),
-            "details": details or {},
+            "details": {r.KIND: r.model_dump(mode="json") for r in records},
             "created": time.time(),
         }
         (tmp / DONE).write_text(json.dumps(done, indent=1), encoding="utf-8")

@@ -11,8 +11,6 @@ reuse them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -22,16 +20,15 @@ log = logging.getLogger(__name__)
 def class_images(pipe, job, params) -> list[Path]:
     """The first ``num_class_images`` class images of the base model, generating the missing ones."""
     from workbench import paths
-    from workbench.backbones.registry import resolve_backbone
+    from workbench.content import base_key, content_key
     from workbench.generate import image_seed, png_bytes, sample_images
     from workbench.lifecycle import manifest
-    from workbench.recipes.engine import base_fingerprint
 
     prompt = job.class_prompt.format(class_noun=job.class_noun)
-    key = {"base": base_fingerprint(resolve_backbone(job.base)), "prompt": prompt,
+    key = {"base": base_key(job.base), "prompt": prompt,
            "steps": params.class_image_steps, "guidance": params.class_guidance_scale,
            "resolution": job.resolution}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    digest = content_key(key)
     folder = paths.subject_dir(job.subject_id) / "class_images" / digest
     wanted = [folder / f"class-{i:04d}.png" for i in range(params.num_class_images)]
     missing = [i for i, p in enumerate(wanted) if not p.exists()]
@@ -55,9 +52,9 @@ def prior_loss(pipe, job, params):
     Call before anything trains: the class images must come from the base model."""
     if not params.prior_preservation:
         return None
-    from workbench.recipes import engine
+    from workbench import diffusion
 
-    prior = engine.encode_images(pipe, class_images(pipe, job, params), job.resolution)
+    prior = diffusion.encode_images(pipe, class_images(pipe, job, params), job.resolution)
     prompt = job.class_prompt.format(class_noun=job.class_noun)
 
     def extra(step):

@@ -21,6 +21,14 @@ class RecipeParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    def patience(self) -> int | None:
+        """Early stopping's patience (holdout-loss evaluations without gain); None: off."""
+        return None
+
+    def steps_per_photo_cap(self) -> float | None:
+        """The cap on optimiser steps per training photo; None: no cap."""
+        return None
+
 
 class TrainingParams(RecipeParams):
     """Fields of every recipe that trains (each recipe restates them with its own defaults)."""
@@ -33,6 +41,12 @@ class TrainingParams(RecipeParams):
     max_steps_per_photo: Annotated[float | None, Field(gt=0)] = None  # cap: steps <= this x train photos
     early_stopping_patience: Annotated[int | None, Field(ge=1)] = None  # holdout-loss evals without gain; None: off
     eval_every: Annotated[int, Field(ge=1)] = 25  # steps between holdout denoising-loss evaluations
+
+    def patience(self) -> int | None:
+        return self.early_stopping_patience
+
+    def steps_per_photo_cap(self) -> float | None:
+        return self.max_steps_per_photo
 
 
 class PriorParams(BaseModel):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 def _report(args: argparse.Namespace) -> int:
     from workbench.report.html import write_report
-    from workbench.report.schema import load_results
     from workbench.report.scorecard import recipe_grades, scorecard
+    from workbench.results import load_results
 
     out = write_report(args.run_dir)
     for label, level, _ in recipe_grades(scorecard(load_results(args.run_dir))):

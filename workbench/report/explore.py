@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from workbench.report import schema
+from workbench.metrics import registry
+from workbench.metrics.membership import MEASURES
 from workbench.report.scorecard import format_num
+from workbench.results import load_results
 
 
 def quick_spec(spec_path: str | Path, backbone: str | None = None, steps: int | None = None,
@@ -82,7 +84,7 @@ def generation_distances(run_dir: str | Path, label: str, seed: int, subject_id:
 
 def run_distances(run_dir: str | Path, results: dict | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """:func:`generation_distances` for every ok row of the run: ``{"label seed k": (train, holdout)}``."""
-    results = results or schema.load_results(run_dir)
+    results = results or load_results(run_dir)
     out = {}
     for row in results["rows"]:
         if row["status"] != "ok":
@@ -110,9 +112,9 @@ def mia_table(results: dict) -> str:
     for row in results["rows"]:
         if row["status"] != "ok":
             continue
-        for attack in schema.MIA_ATTACKS:
+        for attack in registry.attacks():
             cells = []
-            for measure in schema.MIA_MEASURES:
+            for measure in MEASURES:
                 m = row["metrics"].get(f"mia.{attack}.{measure}")
                 if not m or m["value"] is None:
                     cells.append("—")
@@ -124,7 +126,7 @@ def mia_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def query_budget(results: dict, attacks: tuple[str, ...] = schema.MIA_ATTACKS) -> list[dict]:
+def query_budget(results: dict, attacks: tuple[str, ...] | None = None) -> list[dict]:
     """Model (UNet) queries each attack costs against one personalised model, for this run's photos.
 
     Queries per photo as recorded in results.json (a row's optional ``mia[attack].queries_per_image``),
@@ -134,7 +136,7 @@ def query_budget(results: dict, attacks: tuple[str, ...] = schema.MIA_ATTACKS) -
 
     n_images = results["run"]["n_train"] + results["run"]["n_holdout"]
     out = []
-    for name in attacks:
+    for name in attacks or registry.attacks():
         recorded = [r["mia"][name]["queries_per_image"] for r in results["rows"]
                     if isinstance(r.get("mia"), dict) and isinstance(r["mia"].get(name), dict)
                     and "queries_per_image" in r["mia"][name]]

@@ -1,6 +1,6 @@
 """``report.html``: one self-contained page a privacy reviewer can read, from ``results.json``.
 
-:func:`write_report` reads ``run_dir/results.json`` (validated, :mod:`workbench.report.schema`) and
+:func:`write_report` reads ``run_dir/results.json`` (validated, :mod:`workbench.results`) and
 ``spec.json`` (prompts), draws the figures (:mod:`workbench.report.plots`, also written to
 ``run_dir/plots/*.png``) and writes ``run_dir/report.html``: inline CSS, images as base64 data URIs,
 no script, no external request. Every file is registered in the subject's manifest (kind ``report``)
@@ -27,14 +27,16 @@ import json
 import logging
 from pathlib import Path
 
-from workbench import paths
+from workbench import paths, records
 from workbench.lifecycle import manifest
-from workbench.report import plots, schema
+from workbench.metrics import registry
+from workbench.report import plots
 from workbench.report.scorecard import (
     GRADE_MEANING,
     LEVELS,
     OTHER_GRADES,
     RULES,
+    THRESHOLDS,
     Cell,
     Num,
     Scorecard,
@@ -44,6 +46,7 @@ from workbench.report.scorecard import (
     sample_size_notes,
     scorecard,
 )
+from workbench.results import load_run
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +206,9 @@ def grades_html(card: Scorecard, results: dict) -> str:
         f'<div class="gradebox">{"".join(cards)}</div>{warnings}'
         "<h3>Rules and thresholds</h3>"
         f'<table class="rules"><tr><th>grade</th><th>rule</th><th>fires when</th></tr>{rules}</table>'
+        "<p>The control is checked too: a warning is shown when the untouched base model's <em>raw</em> AUC has a "
+        f"permutation p-value below {num(Num(THRESHOLDS['alpha_control'], 'threshold:alpha_control', 'g3'))} "
+        "(its members and non-members differ before any training).</p>"
         f'<table class="rules"><tr><th>grade</th><th>meaning</th></tr>{meanings}</table>')
 
 
@@ -214,6 +220,8 @@ def _cell_html(cell: Cell) -> str:
     if cell.ci_low is not None and cell.ci_high is not None:
         out += f'<span class="ci">[{num(cell.ci_low)}, {num(cell.ci_high)}]</span>'
     out += '<span class="n">n = ' + " / ".join(num(n) for n in cell.n) + "</span>"
+    if cell.p_value is not None:
+        out += f'<span class="n">p = {num(cell.p_value)}</span>'
     if cell.delta is not None:
         out += f'<span class="ctl">none {num(cell.control)}</span><span class="ctl">Δ {num(cell.delta)}</span>'
     return f"<td>{out}</td>"
@@ -243,6 +251,8 @@ def _table_html(card: Scorecard, columns, results: dict, groups: bool) -> str:
         if row.is_control:
             label += ' <span class="muted">(control)</span>'
         seed = num(Num(row.seed, pointer("rows", row.index, "seed"), "int"))
+        if results["run"].get("subjects"):  # a cohort: whose row this is
+            seed += " · " + txt(results["rows"][row.index]["subject"], pointer("rows", row.index, "subject"))
         head = (f'<td class="rowhead">{label}<span class="n">seed {seed}</span>{grade_badge(row.grade.level)}</td>')
         if row.status != "ok":
             err = txt(row.error, pointer("rows", row.index, "error"), cls="txt error")
@@ -265,8 +275,12 @@ def scorecard_html(results: dict, card: Scorecard | None = None, with_style: boo
             "inference: members / non-members). Leakage cells also show the control's value for the same seed and "
             "the difference Δ.</p>"
             + _table_html(card, card.columns, results, groups=True)
-            + "<h3>Membership inference detail</h3><p>Attacker advantage is max |TPR − FPR| (Yeom et al.); TPR at "
-              "FPR ≤ 1% is the TPR at the largest FPR not above 1% (ml_privacy_meter's definition).</p>"
+            + "<h3>Membership inference detail</h3><p>AUC is difficulty-calibrated (each photo's score on the model "
+              "minus its score on the untouched base, same noise: Watson et al.'s difficulty calibration), raw "
+              "AUC is not; p is the two-sided permutation p-value of the AUC. Attacker advantage is the signed "
+              "max(TPR − FPR) (Yeom et al.); TPR at FPR ≤ 1% is the TPR at the largest FPR not above 1% "
+              "(ml_privacy_meter's definition), reported only with at least "
+              f"{num(Num(100, 'const:min_nonmembers_for_tpr', 'int'))} non-members.</p>"
             + _table_html(card, card.mia_columns, results, groups=False)
             + (("<h3>Other measurements</h3><p>Further metrics recorded in results.json (see Methods for each one's "
                 "definition and direction); leakage-type metrics are again shown next to the control.</p>"
@@ -279,7 +293,7 @@ def _clean_twin(i: int, rows: list[dict]) -> int | None:
     for j, other in enumerate(rows):
         if (j != i and other["status"] == "ok" and other["train"] and other["recipe"] == row["recipe"]
                 and other["params"] == row["params"] and other["seed"] == row["seed"]
-                and other["train"].get("photos", "clean") == "clean"):
+                and "protection" not in (other["train"].get("details") or {})):
             return j
     return None
 
@@ -297,78 +311,47 @@ def _fidelity_change(i: int, rows: list[dict]) -> str:
             f'{txt(rows[j]["label"], pointer("rows", j, "label"))} on clean photos</span>')
 
 
-def _training_cells(i: int, row: dict) -> list[str]:
-    """One row of the training table: photos, steps, step cap, early stopping, DP accounting, protection."""
-    train = row["train"]
-    p = pointer("rows", i, "train")
-    details = train.get("details") or {}
-    d = p + "/details"
-    planned = details.get("steps_planned")
-    steps = num(Num(train["steps"], p + "/steps", "int")) + (
-        "" if planned is None else " of " + num(Num(planned, d + "/steps_planned", "int")))
-    cap = num(Num(details["steps_cap"], d + "/steps_cap", "int")) if details.get("steps_cap") is not None else "none"
-    early = details.get("early_stopping")
-    stop = ("off" if not early else
-            f"best at step {num(Num(early['best_step'], d + '/early_stopping/best_step', 'int'))}, "
-            f"ran to {num(Num(early['stopped_at'], d + '/early_stopping/stopped_at', 'int'))}")
-    dp = details.get("privacy")
-    q = d + "/privacy"
-    eps = (f"ε = {num(Num(dp['epsilon'], q + '/epsilon'))} at δ = {num(Num(dp['delta'], q + '/delta', 'g3'))}"
-           if dp and dp["epsilon"] is not None else "no guarantee (no noise: ε is infinite)")
-    dp_text = ("not private" if not dp else
-               f"{eps}"
-               f"<span class=\"n\">σ = {num(Num(dp['noise_multiplier'], q + '/noise_multiplier'))}, q = "
-               f"{num(Num(dp['sample_rate'], q + '/sample_rate'))}, C = "
-               f"{num(Num(dp['max_grad_norm'], q + '/max_grad_norm', 'g3'))}</span>")
-    prot = train.get("protection")
-    r = p + "/protection"
-    photos = txt(train["photos"], p + "/photos") if "photos" in train else "clean"
-    if prot:
-        psnr, eps = prot["psnr_db"], num(Num(prot["params"]["epsilon"], r + "/params/epsilon"))
-        photos += (f" ({txt(prot['method'], r + '/method')}, ε = {eps}"
-                   f", largest change {num(Num(prot['linf'], r + '/linf'))})<span class=\"n\">PSNR "
-                   f"{num(Num(psnr['value'], r + '/psnr_db/value', 'g3'))} dB "
-                   f"[{num(Num(psnr['ci_low'], r + '/psnr_db/ci_low', 'g3'))}, "
-                   f"{num(Num(psnr['ci_high'], r + '/psnr_db/ci_high', 'g3'))}], n = "
-                   f"{num(Num(psnr['n'], r + '/psnr_db/n', 'int'))}</span>")
-    return [photos, steps, cap, stop, dp_text]
+def _parts_html(parts: list, base: str) -> str:
+    """A record's description (:mod:`workbench.records`): text, and values traced to ``base`` + their path."""
+    out = []
+    for p in parts:
+        if isinstance(p, records.Value):
+            out.append(txt(p.value, base + p.path) if p.fmt == "text" else num(Num(p.value, base + p.path, p.fmt)))
+        else:
+            out.append(esc(p))
+    return "".join(out)
 
 
 def training_html(results: dict) -> str:
-    """How each model was trained: the photos it saw (protected or not), steps, leakage-aware options, DP ε."""
-    rows = [(i, r) for i, r in enumerate(results["rows"]) if r["status"] == "ok" and r["train"]
-            and (r["train"].get("details") is not None or "photos" in r["train"])]
-    if not rows:
+    """How each model was trained: one column per kind of training record the rows carry (protected photos,
+    steps, early stopping, DP accounting, ...), each rendered by the record itself."""
+    rows = [(i, r) for i, r in enumerate(results["rows"]) if r["status"] == "ok" and r["train"]]
+    parsed = {i: records.parse(r["train"].get("details") or {}) for i, r in rows}
+    kinds = [c for c in records.record_types() if any(c.KIND in p for p in parsed.values())]
+    if not rows or not kinds:
         return ""
-    heads = ("recipe", "training photos", "steps run", "step cap", "early stopping (holdout loss)",
-             "differential privacy (per photo)")
-    body = []
+    body, statements = [], {}
     for i, row in rows:
         label = txt(row["label"], pointer("rows", i, "label"))
         seed = num(Num(row["seed"], pointer("rows", i, "seed"), "int"))
-        cells = _training_cells(i, row)
-        if row["train"].get("photos") == "protected":
-            cells[0] += _fidelity_change(i, results["rows"])
-        cells = "".join(f"<td>{c}</td>" for c in cells)
-        body.append(f'<tr><td class="rowhead">{label}<span class="n">seed {seed}</span></td>{cells}</tr>')
-    dp = next(((i, r) for i, r in rows if (r["train"].get("details") or {}).get("privacy")), None)
-    statement = ""
-    if dp:
-        q = pointer("rows", dp[0], "train", "details", "privacy")
-        priv = dp[1]["train"]["details"]["privacy"]
-        statement = (f"<p><b>What the differential privacy here protects</b> (unit: {txt(priv['unit'], q + '/unit')}):"
-                     f" {txt(priv['protects'], q + '/protects')}. <b>What it does not:</b> "
-                     f"{txt(priv['does_not_protect'], q + '/does_not_protect')}."
-                     + (f" It covers {txt(priv['covers'], q + '/covers')}." if "covers" in priv else "")
-                     + " ε is the accountant's "
-                     f"({txt(priv['accountant'], q + '/accountant')}) for the steps actually run; lower is more "
-                     "private. Read it beside the same row's identity fidelity and membership-inference numbers.</p>")
+        cells = []
+        for cls in kinds:
+            rec = parsed[i].get(cls.KIND)
+            base = pointer("rows", i, "train", "details", cls.KIND)
+            cell = _parts_html(rec.describe(), base) if rec else esc(cls.ABSENT)
+            if cls.KIND == "protection" and rec:
+                cell += _fidelity_change(i, results["rows"])
+            if rec and rec.statement() and cls.KIND not in statements:
+                statements[cls.KIND] = "<p>" + _parts_html(rec.statement(), base) + "</p>"
+            cells.append(f"<td>{cell}</td>")
+        body.append(f'<tr><td class="rowhead">{label}<span class="n">seed {seed}</span></td>{"".join(cells)}</tr>')
+    heads = ["recipe"] + [cls.COLUMN for cls in kinds]
     return ('<h2 id="training">Training and defences</h2>'
             "<p>What each model was trained on and how: protected photos (an Anti-DreamBooth perturbation within ε "
             "in the model's pixel scale; PSNR against the originals, higher = less visible), the steps run, the "
             "leakage-aware options (a cap on steps per photo, early stopping on the holdout denoising loss), and, for "
             "DP-SGD recipes, the privacy accountant's ε at δ with the noise multiplier σ, sampling rate q and "
-            "clipping bound C.</p>" + statement
+            "clipping bound C.</p>" + "".join(statements.values())
             + '<div class="scroll"><table class="card"><tr>' + "".join(f"<th>{esc(h)}</th>" for h in heads)
             + "</tr>" + "".join(body) + "</table></div>")
 
@@ -468,6 +451,50 @@ def _plot(title: str, anchor: str, png: bytes | None, caption: str) -> str:
             f'<img class="plot" alt="{esc(title)}" src="{data_uri(png)}">')
 
 
+def _pooled_cell(m: dict | None, src: str) -> str:
+    if not m or m.get("value") is None:
+        return '<td><span class="missing">—</span></td>'
+    ci = (f' <span class="ci">[{num(Num(m["ci_low"], src + "/ci_low"))}, {num(Num(m["ci_high"], src + "/ci_high"))}]'
+          "</span>" if m.get("ci_low") is not None else "")
+    p = (f'<span class="n">p = {num(Num(m["p_value"], src + "/p_value", "g3"))}</span>'
+         if m.get("p_value") is not None else "")
+    n = m["n"] if isinstance(m["n"], list) else [m["n"]]
+    counts = " / ".join(num(Num(v, f"{src}/n/{j}" if isinstance(m["n"], list) else f"{src}/n", "int"))
+                        for j, v in enumerate(n))
+    return (f'<td>{num(Num(m["value"], src + "/value"))}{ci}{p}<span class="n">n = {counts}; '
+            f'{num(Num(m["n_subjects"], src + "/n_subjects", "int"))} people</span></td>')
+
+
+def cohort_html(results: dict) -> str:
+    """The cohort first: per recipe, membership over the pooled calibrated scores of every person and the mean
+    of per-person AUCs, then identity and memorisation averaged over people."""
+    pooled = results.get("pooled")
+    if not pooled:
+        return ""
+    attacks = [a for a in registry.attacks() if any(f"mia.{a}.auc" in e["metrics"] for e in pooled.values())]
+    cols = ([(f"mia.{a}.auc", f"pooled AUC ({a})") for a in attacks]
+            + [(f"mia.{a}.auc_mean", f"mean per-person AUC ({a})") for a in attacks[:1]]
+            + [(f"mia.{a}.auc_oriented", f"oriented AUC ({a})") for a in attacks[:1]]
+            + [("identity.ism_holdout", "ISM holdout ↑"), ("identity.verification_rate", "verification ↑"),
+               ("memorization.extraction_rate", "extraction ↓"), ("bleed.verification_rate", "bleed verification ↓")])
+    body = []
+    for key, entry in pooled.items():
+        base = pointer("pooled", key)
+        label = txt(entry["label"], base + "/label")
+        cells = "".join(_pooled_cell(entry["metrics"].get(k), f"{base}/metrics/{k}") for k, _ in cols)
+        body.append(f'<tr><td class="rowhead">{label}<span class="n">seed '
+                    f'{num(Num(entry["seed"], base + "/seed", "int"))}</span></td>{cells}</tr>')
+    heads = "".join(f"<th>{esc(t)}</th>" for _, t in cols)
+    return ('<h2 id="cohort">Cohort: every person pooled</h2>'
+            "<p>One model per person per recipe. Membership: the calibrated attack scores of all people pooled into "
+            "one member and one non-member set (lower is better; ½ is chance), with a two-level bootstrap interval "
+            "(people, then photos) and a permutation p-value that shuffles labels within each person; the mean of "
+            "the per-person AUCs is the typical person's risk; the oriented AUC takes each person's direction from "
+            "the other people (shadow subjects), one-sided p-value. Other columns: the mean over people, with a "
+            "bootstrap interval over people. Each person's own rows follow in the scorecard.</p>"
+            f'<div class="scroll"><table class="card"><tr><th>recipe</th>{heads}</tr>{"".join(body)}</table></div>')
+
+
 def render_report(results: dict, run_dir: Path, spec: dict | None = None,
                   figures: dict[str, bytes | None] | None = None) -> str:
     """The whole page as a string (figures: name → PNG bytes, drawn here when not given)."""
@@ -480,7 +507,8 @@ def render_report(results: dict, run_dir: Path, spec: dict | None = None,
         ("gallery", "Closest generations"), ("distances", "Distances"), ("roc", "MIA ROC"),
         ("samples", "Sample sizes"), ("methods", "Methods")) if a != "training" or training)
     body = (
-        header_html(results) + f"<nav>{nav}</nav>" + grades_html(card, results) + scorecard_html(results, card)
+        header_html(results) + f"<nav>{nav}</nav>" + cohort_html(results) + grades_html(card, results)
+        + scorecard_html(results, card)
         + training
         + _plot("Fidelity–leakage frontier", "frontier", figures.get("frontier"),
                 "Up and to the left is better: identity fidelity (ISM against the holdout photos, or the verification "
@@ -511,8 +539,8 @@ def draw_figures(results: dict) -> dict[str, bytes | None]:
 def write_report(run_dir: str | Path) -> Path:
     """Render ``run_dir/report.html`` (and ``run_dir/plots/*.png``) from ``run_dir/results.json``."""
     run_dir = Path(run_dir)
-    results, spec = schema.load_run(run_dir)
-    sid = results["run"]["subject_id"]
+    results, spec = load_run(run_dir)
+    sid = results["run"].get("subjects") or results["run"]["subject_id"]  # a cohort's report is each person's
     figures = draw_figures(results)
     for name, png in figures.items():
         if png is not None:

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from workbench.report import schema
-from workbench.report.scorecard import TITLES
+from workbench.metrics import registry
+from workbench.results import CONTROL_RECIPE
 
 CONTROL_COLOR = "#111111"
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
@@ -43,7 +43,7 @@ def colors(results: dict) -> dict[str, str]:
     for row in results["rows"]:
         if row["label"] in out:
             continue
-        if row["recipe"] == schema.CONTROL_RECIPE:
+        if row["recipe"] == CONTROL_RECIPE:
             out[row["label"]] = CONTROL_COLOR
         else:
             out[row["label"]] = PALETTE[k % len(PALETTE)]
@@ -53,12 +53,12 @@ def colors(results: dict) -> dict[str, str]:
 
 def _ok_rows(results: dict) -> list[dict]:
     rows = [r for r in results["rows"] if r["status"] == "ok"]
-    return sorted(rows, key=lambda r: r["recipe"] != schema.CONTROL_RECIPE)
+    return sorted(rows, key=lambda r: r["recipe"] != CONTROL_RECIPE)
 
 
 def _name(row: dict, results: dict) -> str:
     multi_seed = len({r["seed"] for r in results["rows"]}) > 1
-    name = row["label"] + (" (control)" if row["recipe"] == schema.CONTROL_RECIPE else "")
+    name = row["label"] + (" (control)" if row["recipe"] == CONTROL_RECIPE else "")
     return f"{name} s{row['seed']}" if multi_seed else name
 
 
@@ -69,7 +69,7 @@ def _err(m: dict) -> tuple[float, float] | None:
 
 
 def _mia_key(results: dict) -> str | None:
-    for attack in schema.MIA_ATTACKS:
+    for attack in registry.attacks():
         key = f"mia.{attack}.auc"
         if any(r["metrics"].get(key, {}).get("value") is not None for r in _ok_rows(results)):
             return key
@@ -103,7 +103,7 @@ def frontier_png(results: dict, y_key: str | None = None,
             mx, my = row["metrics"].get(x_key), row["metrics"].get(y_key)
             if not mx or not my or mx["value"] is None or my["value"] is None:
                 continue
-            control = row["recipe"] == schema.CONTROL_RECIPE
+            control = row["recipe"] == CONTROL_RECIPE
             ex, ey = _err(mx), _err(my)
             ax.errorbar([mx["value"]], [my["value"]], xerr=None if ex is None else [[ex[0]], [ex[1]]],
                         yerr=None if ey is None else [[ey[0]], [ey[1]]], fmt="s" if control else "o",
@@ -116,9 +116,9 @@ def frontier_png(results: dict, y_key: str | None = None,
             ax.axvline(0.5, color="#888888", linestyle="--", linewidth=1)
             ax.text(0.5, 1.0, " chance", transform=ax.get_xaxis_transform(), fontsize=8, color="#666666",
                     va="top")
-        ax.set_xlabel(f"{TITLES.get(x_key, x_key)}  (leakage: lower is better)")
-        ax.set_ylabel(f"{TITLES.get(y_key, y_key)}  (fidelity: higher is better)")
-        ax.set_title(f"Fidelity vs {TITLES.get(x_key, x_key)}", fontsize=10)
+        ax.set_xlabel(f"{registry.title(x_key)}  (leakage: lower is better)")
+        ax.set_ylabel(f"{registry.title(y_key)}  (fidelity: higher is better)")
+        ax.set_title(f"Fidelity vs {registry.title(x_key)}", fontsize=10)
         ax.grid(alpha=0.3)
     if not drawn:
         return None
@@ -128,7 +128,7 @@ def frontier_png(results: dict, y_key: str | None = None,
 
 def roc_png(results: dict) -> bytes | None:
     """MIA ROC curves, one panel per attack; None when no row has a curve."""
-    attacks = [a for a in schema.MIA_ATTACKS if any(a in r["roc"] for r in _ok_rows(results))]
+    attacks = [a for a in registry.attacks() if any(a in r["roc"] for r in _ok_rows(results))]
     attacks += sorted({a for r in _ok_rows(results) for a in r["roc"]} - set(attacks))
     if not attacks:
         return None
@@ -144,7 +144,7 @@ def roc_png(results: dict) -> bytes | None:
             auc = row["metrics"].get(f"mia.{attack}.auc", {}).get("value")
             label = _name(row, results) + (f" (AUC {auc:.3f})" if auc is not None else "")
             ax.plot(curve["fpr"], curve["tpr"], drawstyle="steps-post", color=palette[row["label"]], linewidth=1.6,
-                    linestyle="-" if row["recipe"] != schema.CONTROL_RECIPE else ":", label=label)
+                    linestyle="-" if row["recipe"] != CONTROL_RECIPE else ":", label=label)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.set_aspect("equal")

@@ -1,6 +1,6 @@
 """``workbench intake``: take a subject's photos in (check, normalise, align, split).
 
-    workbench intake PHOTO_OR_DIR ... --subject ID [--resolution 64] [--holdout-fraction 0.25]
+    workbench intake PHOTO_OR_DIR ... --subject ID [--resolution 64] [--holdout-fraction 0.25] [--max-upscale 4]
     workbench intake --demo Colin_Powell --subject demo-01 [--download-lfw] [--json]
     workbench intake ... --protect aspl [--protect-epsilon 0.05] [--protect-rounds 20] [--backbone tiny-face]
 
@@ -36,6 +36,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--download-lfw", action="store_true",
                    help="with --demo: download LFW (about 110 MB) when no copy is found")
     p.add_argument("--resolution", type=int, default=64, help="crop size in pixels (default 64)")
+    p.add_argument("--max-upscale", type=float, default=None, metavar="FACTOR",
+                   help="accept faces smaller than the resolution needs (half its width) by enlarging the crop "
+                        "(bicubic) at most FACTOR times, e.g. 4 for LFW's 250 px photos at 512 px; recorded "
+                        "per photo (default: no upscaling, such photos are rejected)")
     p.add_argument("--holdout-fraction", type=float, default=0.25,
                    help="share of photos held out for evaluation (default 0.25)")
     p.add_argument("--detector", default="yunet", help="face detector: yunet (default, offline) or scrfd")
@@ -60,6 +64,7 @@ def _table(report: IntakeReport) -> str:
              f"{len(r.rejected)} rejected; now {r.train} train, {r.holdout} holdout"]
     for acc in report.accepted:
         note = "" if acc.new else "  (already taken in)"
+        note += f"  (upscaled {acc.upscale:.1f}x)" if acc.upscale else ""
         lines.append(f"  accepted  {acc.split:<8} {acc.sha256[:12]}  {_printable(acc.source)}{note}")
     for rej in report.rejected:
         lines.append(f"  rejected  {_printable(rej.source)}: {rej.reason}")
@@ -70,6 +75,7 @@ def run_intake(args: argparse.Namespace) -> int:
     from workbench.subjects.intake import intake
 
     protection = _protect_params(args) if args.protect else None  # a bad option fails before any work
+    upscale = _upscale_params(args)
     sources: list[Path] = list(args.photos)
     splits: dict[str, str] = {}
     if args.demo:
@@ -84,7 +90,7 @@ def run_intake(args: argparse.Namespace) -> int:
     if not sources:
         raise UserError("nothing to take in: give photo files or folders, or --demo NAME")
     report = intake(sources, args.subject, resolution=args.resolution, holdout_fraction=args.holdout_fraction,
-                    splits=splits or None, detector=args.detector)
+                    splits=splits or None, detector=args.detector, upscale=upscale)
     print(report.to_json() if args.json else _table(report))
     if protection and report.accepted:
         print(_protect(args, protection), file=sys.stderr if args.json else sys.stdout)
@@ -94,6 +100,20 @@ def run_intake(args: argparse.Namespace) -> int:
         return 2
     return 0
 
+
+
+def _upscale_params(args: argparse.Namespace):
+    from pydantic import ValidationError
+
+    from workbench.subjects.upscale import UpscaleParams
+
+    if args.max_upscale is None:
+        return None
+    try:
+        return UpscaleParams(max_factor=args.max_upscale)
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"]
+        raise UserError(f"--max-upscale: {msg} (a factor above 1, at most 8), got {args.max_upscale:g}") from None
 
 
 def _protect_params(args: argparse.Namespace):

@@ -79,6 +79,27 @@ def demo_photos(name: str) -> list[tuple[Path, str]]:
     return photos
 
 
+def person_photos(name: str) -> list[Path]:
+    """Every LFW photo of ``name``: ``people/<name>/`` of the LFW copy (154 people with 10–530 photos),
+    else the person's 20 demo photos (``demo/``, or the download)."""
+    root = paths.lfw_dir()
+    folder = root / "people" / name if root is not None else None
+    if folder is not None and folder.is_dir() and folder.resolve().parent == (root / "people").resolve():
+        found = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        if found:
+            return found
+    return [p for p, _ in demo_photos(name)]
+
+
+def subject_sources(demo: str | None, photos: list | None) -> tuple[list[Path], dict[str, str] | None]:
+    """What to take in for a subject given as an LFW person *or* as photos/folders: ``(sources, splits)``
+    for :func:`workbench.subjects.intake.intake`. Every photo of the person is taken in, and members are
+    drawn from all of them at random (:mod:`workbench.subjects.split`); no split is given here."""
+    if demo:
+        return person_photos(demo), None
+    return [Path(p) for p in photos or []], None
+
+
 def ensure_lfw(download: bool = False) -> Path:
     """The demo folder; downloads LFW into ``$WORKBENCH_HOME/lfw`` first when asked and missing."""
     if download and _find_demo() is None:

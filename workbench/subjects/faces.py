@@ -168,6 +168,13 @@ def similarity(face: Face, size: int) -> np.ndarray:
     return matrix
 
 
+def crop_zoom(face: Face, size: int) -> float:
+    """How much the aligned ``size`` px crop of ``face`` enlarges the photo: crop pixels per source pixel
+    (above 1: the crop is an upscaled, bicubic-interpolated copy; see :func:`align_crop`)."""
+    matrix = similarity(face, size)
+    return float(np.hypot(matrix[0, 0], matrix[0, 1]))
+
+
 def align_crop(img: Image.Image, face: Face, size: int) -> Image.Image:
     """A ``size`` x ``size`` crop with the eyes level and the face at the template position."""
     rgb = np.asarray(img.convert("RGB"))

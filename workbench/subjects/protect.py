@@ -33,7 +33,6 @@ backbone's weights, the parameters and the training crops, so a rerun reuses the
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
@@ -44,6 +43,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from workbench.records import TrainingRecord, Value, register_record
 
 log = logging.getLogger(__name__)
 
@@ -88,24 +89,24 @@ class Protected:
 
 class Objective:
     """Denoising loss of a UNet on pixel images under the instance prompt: the engine's objective
-    (:func:`workbench.recipes.engine.denoising_losses`) on z₀ = E(x), differentiable in x."""
+    (:func:`workbench.diffusion.denoising_losses`) on z₀ = E(x), differentiable in x."""
 
     def __init__(self, pipe, prompt: str, seed: int):
         import torch
 
-        from workbench.recipes.engine import Step
+        from workbench.diffusion import encode_prompt, noise_scheduler
 
         self.vae = pipe.vae
         self.generator = torch.Generator().manual_seed(seed)
-        self.step = Step(pipe, batch_size=1, generator=self.generator, amp=None, text_trainable=False)
-        self.cond = self.step.text(prompt)
+        self.scheduler = noise_scheduler(pipe)
+        self.cond = encode_prompt(pipe, prompt)
 
     def __call__(self, unet, x):
         """Mean loss over the images x (B, 3, H, W) in [-1, 1]; differentiable in x and in unet."""
-        from workbench.recipes.engine import denoising_losses
+        from workbench.diffusion import denoising_losses
 
         z0 = self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
-        return denoising_losses(unet, self.step.scheduler, z0, self.cond, self.generator).mean()
+        return denoising_losses(unet, self.scheduler, z0, self.cond, self.generator).mean()
 
 
 def fine_tune(unet, objective: Objective, x, steps: int, params: ProtectParams) -> None:
@@ -184,6 +185,38 @@ def psnr(a, b) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
+@register_record
+class ProtectionRecord(TrainingRecord):
+    """What the Anti-DreamBooth perturbation cost: its bound, how visible it is (PSNR), the base model's loss.
+    ``protection.json`` without the file list; a row trained on protected photos carries it."""
+
+    KIND = "protection"
+    COLUMN = "training photos"
+    ABSENT = "clean"
+    ORDER = 0
+    method: str
+    params: dict
+    linf: float
+    psnr_db: dict  # a Metric: value, ci_low, ci_high, n
+
+    def describe(self):
+        p = self.psnr_db
+        return ["protected (", Value(self.method, "/method", "text"), ", ε = ",
+                Value(self.params["epsilon"], "/params/epsilon"), ", largest change ", Value(self.linf, "/linf"),
+                "); PSNR ", Value(p["value"], "/psnr_db/value", "g3"), " dB [",
+                Value(p["ci_low"], "/psnr_db/ci_low", "g3"), ", ", Value(p["ci_high"], "/psnr_db/ci_high", "g3"),
+                "], n = ", Value(p["n"], "/psnr_db/n", "int")]
+
+    @classmethod
+    def note(cls) -> str:
+        return ("rows trained on protected photos are measured against the original (clean) photos: "
+                "members, extraction and identity references are the photos as taken")
+
+    @classmethod
+    def from_report(cls, report: dict) -> ProtectionRecord:
+        return cls.model_validate({k: v for k, v in report.items() if k != "files"})
+
+
 def cost_report(protected_u8, originals_u8) -> dict:
     import numpy as np
 
@@ -209,13 +242,11 @@ def cost_report(protected_u8, originals_u8) -> dict:
 
 
 def protection_key(base: str, params: ProtectParams, train: list[Path], prompt: str) -> str:
-    from workbench.backbones.registry import resolve_backbone
+    from workbench.content import base_key, content_key
     from workbench.lifecycle.manifest import sha256_file
-    from workbench.recipes.engine import base_fingerprint
 
-    ident = {"base": base_fingerprint(resolve_backbone(base)), "params": params.model_dump(mode="json"),
-             "train": [sha256_file(p) for p in train], "prompt": prompt}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    return content_key({"base": base_key(base), "params": params.model_dump(mode="json"),
+                        "train": [sha256_file(p) for p in train], "prompt": prompt})
 
 
 def protect_subject(subject, base: str, params: ProtectParams, device: str = "cpu",
@@ -227,9 +258,9 @@ def protect_subject(subject, base: str, params: ProtectParams, device: str = "cp
 
     from workbench import paths
     from workbench.backbones.registry import load_backbone
+    from workbench.diffusion import load_images
     from workbench.generate import png_bytes
     from workbench.lifecycle import manifest
-    from workbench.recipes.engine import load_images
 
     folder = paths.subject_dir(subject.id) / "protected" / protection_key(base, params, subject.train, prompt)
     outputs = [folder / p.name for p in subject.train]

@@ -23,6 +23,7 @@ from workbench.errors import UserError
 from workbench.lifecycle import manifest
 
 RECORD = "subject.json"
+PHOTOS = "photos"  # normalised uploads, by hash
 VERSION = 1
 
 
@@ -69,11 +70,20 @@ class SubjectStore:
         self._registered.add(key)
         return path
 
+    def photo_path(self, digest: str) -> Path:
+        """Where the normalised upload with this sha256 lives (:meth:`put_photo`)."""
+        return self.root / PHOTOS / f"{digest}.png"
+
     def put_photo(self, png: bytes) -> str:
         """Store a normalised upload under its own hash; returns the hash."""
         digest = sha256_bytes(png)
-        self.put("upload", f"photos/{digest}.png", png)
+        self.put("upload", f"{PHOTOS}/{digest}.png", png)
         return digest
+
+    def accepted_photos(self) -> list[Path]:
+        """The normalised uploads of the accepted photos of the last intake, in its order (none before one)."""
+        record = self.read_record() or {}
+        return [self.photo_path(e["sha256"]) for e in record.get("accepted", [])]
 
     def put_crop(self, digest: str, png: bytes) -> str:
         rel = f"crops/{digest}.png"

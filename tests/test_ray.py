@@ -1,0 +1,137 @@
+"""The Ray executor (#14): a two-node local cluster on loopback gives the local executor's results.json,
+reruns do only the missing work, a lost node's task is retried and resumes from its checkpoint, and
+nothing listens beyond loopback. Each node: 1 CPU, a small object store; tiny step counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from workbench.backbones.tiny_face import build_pipeline  # noqa: E402
+from workbench.runner import run_experiment  # noqa: E402
+from workbench.spec import parse_spec  # noqa: E402
+
+STORE = 150 * 2**20  # object store per node: rows move small records only
+LOOPBACK = ("127.", "[::1]", "::1", "[::ffff:127.")
+
+
+def listeners() -> set[str]:
+    """Local addresses of listening TCP sockets (`ss -ltn`, iproute2)."""
+    out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[3] for line in out.splitlines() if line.strip()}
+
+
+def non_loopback(addresses: set[str]) -> set[str]:
+    return {a for a in addresses if not a.startswith(LOOPBACK)}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("base") / "tiny"
+    build_pipeline(folder, seed=0)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and one worker node, every service on 127.0.0.1, no dashboard, no usage stats."""
+    from ray.cluster_utils import Cluster
+
+    before = listeners()
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    node = {"node_ip_address": "127.0.0.1", "num_cpus": 1, "object_store_memory": STORE}
+    c = Cluster(initialize_head=True, head_node_args=node | {"include_dashboard": False})
+    c.add_node(**node)
+    ray.init(address=c.address, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    c.before = before
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def _spec(base: Path, **over) -> dict:
+    spec = {
+        "version": 1, "name": "raytest", "backbone": str(base), "device": "cpu",
+        "cohort": {"people": ["Jason_Kidd", "Ian_Thorpe"], "members": 5},
+        "recipes": [{"name": "none"}, {"name": "lora", "params": {"steps": 2}}],
+        "prompts": {"with_identifier": ["a photo of {identifier} {class_noun}"],
+                    "without_identifier": ["a photo of a {class_noun}"]},
+        "images_per_prompt": 1, "sampling": {"steps": 2, "batch_size": 4},
+        "tracking": {"wandb": "off"}, "metrics": {"encoders": ["sface"], "mia_attacks": ["loss", "pia"]},
+        "execution": {"executor": "ray"},
+    }
+    spec.update(over)
+    return spec
+
+
+def _numbers(x, path=""):
+    """Every leaf of results.json by its path, without the run's timestamp and the training times."""
+    if isinstance(x, dict):
+        for k, v in x.items():
+            if k in ("created", "seconds"):
+                continue
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(x, list):
+        for i, v in enumerate(x):
+            yield from _numbers(v, f"{path}[{i}]")
+    else:
+        yield path, x
+
+
+def _files(folder: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_ray_run_equals_the_local_run_on_two_nodes_and_a_rerun_trains_nothing(cluster, base, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home-ray"))
+    spec = parse_spec(_spec(base))
+    lines, during = [], []
+
+    def progress(text, frac):
+        lines.append(text)
+        if "running" in text and not text.startswith("rows: 0 done, 0 running") and len(during) < 3:
+            during.append(listeners())
+
+    t0 = time.time()
+    outcome = run_experiment(spec, tmp_path / "run-ray", progress)
+    ray_seconds = time.time() - t0
+    assert outcome.ok, outcome.status
+    assert len({s["node_id"] for s in outcome.status.values()}) == 2  # rows ran on both nodes
+    # nothing the run started listens beyond loopback
+    assert during, lines
+    for now in during:
+        assert not non_loopback(now - cluster.before), now - cluster.before
+    assert any(line.startswith("rows: ") and "running" in line for line in lines)
+    assert any("\n  " in line for line in lines)  # one line per running task
+
+    # the same spec, run locally on an empty data root: the same results.json, metric by metric
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home-local"))
+    t0 = time.time()
+    assert run_experiment(spec, tmp_path / "run-local", executor="local").ok
+    local_seconds = time.time() - t0
+    got = dict(_numbers(json.loads((tmp_path / "run-ray" / "results.json").read_text())))
+    want = dict(_numbers(json.loads((tmp_path / "run-local" / "results.json").read_text())))
+    assert got.keys() == want.keys()
+    differ = {k: (got[k], want[k]) for k in want if got[k] != want[k]}
+    assert not differ, differ
+    assert (tmp_path / "run-ray" / "split.json").read_bytes() == (tmp_path / "run-local" / "split.json").read_bytes()
+    assert (tmp_path / "run-ray" / "spec.json").read_bytes() == (tmp_path / "run-local" / "spec.json").read_bytes()
+    print(f"\nwall time: ray {ray_seconds:.1f} s, local {local_seconds:.1f} s")
+
+    # a rerun (e.g. after a crash) trains, generates and measures nothing: every file stays as it was
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home-ray"))
+    models = _files(tmp_path / "home-ray" / "subjects")
+    generations = _files(tmp_path / "run-ray" / "generations")
+    assert run_experiment(spec, tmp_path / "run-ray").ok
+    assert _files(tmp_path / "home-ray" / "subjects") == models
+    assert _files(tmp_path / "run-ray" / "generations") == generations
+    run = json.loads((tmp_path / "run-ray" / "run.json").read_text())
+    assert run["executor"] == "ray"
