@@ -101,7 +101,7 @@ def test_erasure_while_a_row_of_the_subject_trains_stops_it_and_leaves_nothing(b
 
     def run():
         try:
-            run_experiment_local(spec, tmp_path / "run", slow_steps)
+            run_experiment_local(spec, tmp_path / "run", should_stop=slow_steps)
         except BaseException as exc:  # noqa: BLE001
             failure.append(exc)
 

@@ -392,6 +392,7 @@ def test_cli_intake_can_protect_the_training_photos(tmp_path, home):
     assert "protected 4 training photos (fsmg, epsilon 0.04)" in result.stdout, result.stdout
     report = json.loads(next((home / "subjects" / "cli-3" / "protected").glob("*/protection.json")).read_text())
     assert report["linf_levels"] <= report["epsilon_levels"] == 5 and report["psnr_db"]["n"] == 4
+    assert report["base_loss_protected"] > report["base_loss_clean"], "the perturbation must raise the denoising loss"
     bad = run_cli("intake", str(FIXTURE / "Colin_Powell"), "--subject", "cli-3", "--protect", "aspl",
                   "--protect-epsilon", "2", home=home)
     assert bad.returncode != 0 and "--protect-epsilon" in bad.stderr and "Traceback" not in bad.stderr

@@ -178,6 +178,22 @@ PAIRS = Path(__file__).resolve().parents[1].parent / "shared/data/lfw/pairs_devt
 
 
 @pytest.mark.skipif(not (PAIRS / "pairs.csv").is_file(), reason=f"no LFW pairsDevTrain at {PAIRS}")
+def test_lfw_pairs_embed_the_central_face_not_a_bigger_bystander():
+    """Laura_Bush_0032 is centred on her, with George Bush larger beside her: the product's rule (largest
+    face) embeds him, LFW's rule (central face, what verify-encoder uses) embeds her."""
+    from workbench.subjects.decode import load_photo
+
+    her, other = (np.asarray(load_photo((PAIRS / "Laura_Bush" / f"Laura_Bush_{n:04d}.jpg").read_bytes()))
+                  for n in (32, 4))
+    ref, _ = embed([other], "sface", progress=False)
+    largest, _ = embed([her], "sface", progress=False)
+    central, _ = embed([her], "sface", progress=False, pick="central")
+    assert float(largest[0] @ ref[0]) < 0.15 < 0.3 < float(central[0] @ ref[0])
+    with pytest.raises(ValueError, match="pick"):
+        embed([her], "sface", progress=False, pick="middle")
+
+
+@pytest.mark.skipif(not (PAIRS / "pairs.csv").is_file(), reason=f"no LFW pairsDevTrain at {PAIRS}")
 @pytest.mark.parametrize("encoder", ["sface", "dlib"])
 def test_shipped_threshold_verifies_a_sample_of_lfw_pairs(encoder, tmp_path, monkeypatch):
     """24 of pairsDevTrain's 2,200 pairs (every 92nd: 12 same, 12 different person), seconds not minutes.
@@ -368,7 +384,8 @@ def test_embed_files_caches_only_when_asked(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("encoder", ["sface", "dlib"])
 def test_lfw_pairs_devtrain_accuracy_is_near_the_published_figure(encoder, tmp_path, monkeypatch):
-    """Full pairsDevTrain, 10-fold CV (minutes: 3,443 photos). Published LFW: SFace 99.40%, dlib 99.38%."""
+    """Full pairsDevTrain, 10-fold CV (minutes: 3,443 photos). Published LFW: SFace 99.40%, dlib 99.38%
+    (100 jittered crops; 99.13% with one). Measured 2026-12-06: sface 99.50%, dlib 98.86% (2 views)."""
     pairs = Path(demo_photo(SUBJECT, 1)).parents[2] / "pairs_devtrain"
     if not (pairs / "pairs.csv").is_file():
         pytest.skip(f"no pairsDevTrain at {pairs}")
@@ -376,6 +393,6 @@ def test_lfw_pairs_devtrain_accuracy_is_near_the_published_figure(encoder, tmp_p
     report = calibration.verify_encoder(pairs / "pairs.csv", pairs, encoder, cache=False, progress=False)
     info = get_encoder(encoder).info
     assert report["n_pairs"] == 2200
-    assert report["accuracy"] > info.lfw_accuracy_published - 0.02
+    assert report["accuracy"] > info.lfw_accuracy_published - 0.006
     # The shipped threshold is what this calibration gives (rounded up to 4 decimals).
     assert report["at_far"]["threshold"] == pytest.approx(info.threshold, abs=2e-4)

@@ -190,7 +190,7 @@ def vendor_tar(lora, tmp_path):
             "ss_output_name": "condi_headshots", "ss_training_comment": "order for jane.doe@example.com",
             "ss_network_dim": "4", "ss_learning_rate": "0.001"}
     kohya = convert_file(lora["artifact"] / "pytorch_lora_weights.safetensors", tmp_path / "lora.safetensors", meta)
-    _, _, crop = examine(photo(PERSON, 2).read_bytes(), 64)  # the intake's aligned 64 px training crop
+    _, _, crop, _ = examine(photo(PERSON, 2).read_bytes(), 64)  # the intake's aligned 64 px training crop
     files = {
         "model/lora.safetensors": kohya.read_bytes(),
         f"{folder}/img_0001.jpg": _with_exif(photo(PERSON, 1)),  # an original, re-saved with EXIF

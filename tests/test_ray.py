@@ -45,8 +45,11 @@ def cluster():
     """A head and one worker node, every service on 127.0.0.1, no dashboard, no usage stats."""
     from ray.cluster_utils import Cluster
 
+    from workbench.ray_executor import _loopback_only
+
     before = listeners()
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    _loopback_only()  # else Ray rewrites 127.0.0.1 to the host's routable address (Linux)
     node = {"node_ip_address": "127.0.0.1", "num_cpus": 1, "object_store_memory": STORE}
     c = Cluster(initialize_head=True, head_node_args=node | {"include_dashboard": False})
     c.add_node(**node)
@@ -86,8 +89,8 @@ def _numbers(x, path=""):
         yield path, x
 
 
-def _files(folder: Path) -> dict[str, int]:
-    return {str(p): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+def _files(folder: Path, pattern: str = "*") -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in folder.glob(pattern) if p.is_file()}
 
 
 def test_ray_run_equals_the_local_run_on_two_nodes_and_a_rerun_trains_nothing(cluster, base, tmp_path, monkeypatch):
@@ -117,8 +120,9 @@ def test_ray_run_equals_the_local_run_on_two_nodes_and_a_rerun_trains_nothing(cl
     t0 = time.time()
     assert run_experiment(spec, tmp_path / "run-local", executor="local").ok
     local_seconds = time.time() - t0
-    got = dict(_numbers(json.loads((tmp_path / "run-ray" / "results.json").read_text())))
-    want = dict(_numbers(json.loads((tmp_path / "run-local" / "results.json").read_text())))
+    text = {k: (tmp_path / f"run-{k}" / "results.json").read_text().replace(f"home-{k}", "H").replace(f"run-{k}", "R")
+            for k in ("ray", "local")}  # absolute paths of photos differ by the data root only
+    got, want = (dict(_numbers(json.loads(text[k]))) for k in ("ray", "local"))
     assert got.keys() == want.keys()
     differ = {k: (got[k], want[k]) for k in want if got[k] != want[k]}
     assert not differ, differ
@@ -126,12 +130,57 @@ def test_ray_run_equals_the_local_run_on_two_nodes_and_a_rerun_trains_nothing(cl
     assert (tmp_path / "run-ray" / "spec.json").read_bytes() == (tmp_path / "run-local" / "spec.json").read_bytes()
     print(f"\nwall time: ray {ray_seconds:.1f} s, local {local_seconds:.1f} s")
 
-    # a rerun (e.g. after a crash) trains, generates and measures nothing: every file stays as it was
+    # a rerun (e.g. after a crash) trains, generates and measures nothing: models, images and metrics
+    # stay as they were (records.jsonl is rewritten with the same lines, as locally)
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home-ray"))
-    models = _files(tmp_path / "home-ray" / "subjects")
-    generations = _files(tmp_path / "run-ray" / "generations")
+    models = _files(tmp_path / "home-ray" / "subjects", "*/models/**/*")
+    generations = _files(tmp_path / "run-ray" / "generations", "**/*.png") | _files(tmp_path / "run-ray",
+                                                                                     "**/metrics.json")
+    assert len(models) > 10 and len(generations) > 10
     assert run_experiment(spec, tmp_path / "run-ray").ok
-    assert _files(tmp_path / "home-ray" / "subjects") == models
-    assert _files(tmp_path / "run-ray" / "generations") == generations
+    for before, after in ((models, _files(tmp_path / "home-ray" / "subjects", "*/models/**/*")),
+                          (generations, _files(tmp_path / "run-ray" / "generations", "**/*.png")
+                           | _files(tmp_path / "run-ray", "**/metrics.json"))):  # images, measurements
+        assert after == before, sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     run = json.loads((tmp_path / "run-ray" / "run.json").read_text())
     assert run["executor"] == "ray"
+
+
+def test_a_node_lost_mid_training_gets_its_task_retried_and_resumed_from_the_checkpoint(cluster, base, tmp_path,
+                                                                                      monkeypatch):
+    """The rows need a custom resource only the victim node offers; it checkpoints every step and is slow
+    (test hooks). Killed mid-training, its task goes to a fresh node, which resumes from the checkpoint."""
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    node = {"node_ip_address": "127.0.0.1", "num_cpus": 1, "object_store_memory": STORE, "resources": {"rows": 1}}
+    hooks = {"WORKBENCH_TEST_HOOKS": "1", "WORKBENCH_TEST_CHECKPOINT_EVERY": "1", "WORKBENCH_TEST_STEP_DELAY": "3"}
+    victim = cluster.add_node(**node, env_vars=hooks)
+    spec = parse_spec(_spec(base, cohort=None, subject={"demo": "Naomi_Watts"},
+                            recipes=[{"name": "none"}, {"name": "lora", "params": {"steps": 4}}],
+                            metrics={"encoders": ["sface"], "mia_attacks": ["loss"]},
+                            execution={"executor": "ray", "resources": {"custom": {"rows": 1}}}))
+    done, errors = {}, []
+
+    def run():
+        try:
+            done["outcome"] = run_experiment(spec, tmp_path / "run")
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    models = tmp_path / "home" / "subjects" / spec.subject.id / "models"
+    deadline = time.time() + 300
+    while not list(models.glob("lora-*/checkpoint/step-*")) and time.time() < deadline and thread.is_alive():
+        time.sleep(0.2)
+    assert list(models.glob("lora-*/checkpoint/step-*")), errors  # training on the victim, checkpointed
+    cluster.remove_node(victim, allow_graceful=False)  # the node is lost mid-training
+    cluster.add_node(**node)  # another node (without the hooks) that can take the rows
+    thread.join(timeout=400)
+    assert not thread.is_alive() and not errors, errors
+    outcome = done["outcome"]
+    assert outcome.ok, outcome.status
+    lora = outcome.status["lora/seed0"]
+    assert lora["resumed_from_step"] >= 1, lora  # the retry resumed from the lost node's checkpoint
+    assert lora["train_steps"] == 4
+    losses = [json.loads(x) for x in next(models.glob("lora-*/loss.jsonl")).read_text().splitlines()]
+    assert [x["step"] for x in losses] == [1, 2, 3, 4]

@@ -76,10 +76,21 @@ def connect(address: str | None) -> bool:
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports leave the machine
     if address is None:  # a local Ray: every service on loopback, no dashboard
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, configure_logging=False)
+        _loopback_only()
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, configure_logging=False)
     else:
         ray.init(address=address, configure_logging=False)
     return True
+
+
+def _loopback_only() -> None:
+    """Keep a single-machine Ray on 127.0.0.1. On Linux, Ray 2.x rewrites 127.0.0.1 to the host's routable
+    address (services.resolve_ip_for_localhost) and its gRPC servers then bind 0.0.0.0; with
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 it keeps the loopback address, as on a laptop."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read by `ray start` and processes importing ray
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # this process imported ray already: the constant, read at call time
 
 
 def _check_resources(ray, spec, res: dict) -> dict:

@@ -13,18 +13,38 @@ from workbench.report.scorecard import LEVELS, scorecard, segments_text
 
 
 def summary(results: dict) -> list[dict]:
-    """One line per (recipe, seed): identity fidelity, the strongest leakage signal, the grade."""
+    """One line per (recipe, seed[, person]): identity fidelity, the strongest leakage signal, the grade; for a
+    cohort, first one line per (recipe, seed) with its pooled calibrated AUCs (:func:`pooled_lines`)."""
     card = scorecard(results)
-    out = []
+    cohort = bool(results["run"].get("subjects"))
+    out = pooled_lines(results)
     for row in card.rows:
         cell = row.cells.get("identity.ism_holdout")
         reasons = sorted(row.grade.reasons, key=lambda r: LEVELS.index(r.level), reverse=True)
         signal = segments_text(reasons[0].segments()) if reasons else (
             "—" if row.is_control or row.status != "ok" else "none beyond the control")
-        out.append({"recipe": row.label + (" (control)" if row.is_control else ""), "seed": row.seed,
+        person = f" · {results['rows'][row.index].get('subject')}" if cohort else ""
+        out.append({"recipe": row.label + (" (control)" if row.is_control else "") + person, "seed": row.seed,
                     "ism_holdout": cell.text if cell is not None and row.status == "ok" else "—",
                     "strongest_leakage_signal": signal if row.status == "ok" else (row.error or "failed"),
                     "grade": row.grade.level})
+    return out
+
+
+def pooled_lines(results: dict) -> list[dict]:
+    """A cohort's pooled lines: the strongest pooled calibrated AUC (farthest from ½) with its p and people."""
+    out = []
+    for entry in (results.get("pooled") or {}).values():
+        aucs = [(k, m) for k, m in entry["metrics"].items()
+                if k.startswith("mia.") and k.endswith(".auc") and m.get("value") is not None]
+        ism = entry["metrics"].get("identity.ism_holdout") or {}
+        best = max(aucs, key=lambda km: abs(km[1]["value"] - 0.5), default=None)
+        signal = (f"pooled {best[0].split('.')[1]} AUC {best[1]['value']:.3f} [{best[1]['ci_low']:.3f}, "
+                  f"{best[1]['ci_high']:.3f}], p = {best[1]['p_value']:.2g}, {best[1]['n_subjects']} people"
+                  if best else "—")
+        out.append({"recipe": f"{entry['label']} · all people", "seed": entry["seed"],
+                    "ism_holdout": f"{ism['value']:.3f} (mean)" if ism.get("value") is not None else "—",
+                    "strongest_leakage_signal": signal, "grade": "POOLED"})
     return out
 
 

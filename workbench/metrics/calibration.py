@@ -12,6 +12,10 @@ is at or above the threshold.
   report gives mean +- standard deviation over the 10 folds. Folds are 10 contiguous blocks of the
   same-person pairs plus 10 of the different-person pairs, in file order (as LFW's own folds).
 
+Each photo's face is the one nearest its centre (``pick="central"``, LFW's rule: its photos are centred on
+the labelled person; 8 of pairsDevTrain's 3,443 photos hold a bigger bystander, which the product's own
+rule, the largest face, would embed instead and so score a wrong person).
+
 A pair in which either photo has no detected face cannot be scored: it is left out of ``accuracy`` and
 counted in ``n_pairs_no_face``; ``accuracy_no_face_as_error`` counts it as a mistake instead.
 
@@ -67,18 +71,19 @@ def read_pairs(csv_path: Path) -> list[Pair]:
 
 
 def pair_scores(pairs: list[Pair], root: Path, encoder: str, cache: bool = True,
-                progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                progress: bool = True, pick: str = "central") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(scores, same, scored)``: cosine similarity per pair (NaN where a face is missing).
 
     Every distinct file is embedded once; ``cache`` (default on: these are public benchmark photos) keeps
-    the embeddings under ``$WORKBENCH_HOME/cache/embeddings``.
+    the embeddings under ``$WORKBENCH_HOME/cache/embeddings``. ``pick``: which face of a photo with
+    several (:data:`workbench.metrics.encoders.FACE_PICKS`; LFW: the central one).
     """
     root = Path(root)
     files = sorted({p for pair in pairs for p in (pair.path_a, pair.path_b)})
     absent = [f for f in files if not (root / f).is_file()]
     if absent:
         raise UserError(f"{len(absent)} file(s) of the pairs are missing under {root}, e.g. {absent[0]}")
-    emb, found = embed_files([root / f for f in files], encoder, cache=cache, progress=progress)
+    emb, found = embed_files([root / f for f in files], encoder, cache=cache, progress=progress, pick=pick)
     index = {f: i for i, f in enumerate(files)}
     a = np.array([index[p.path_a] for p in pairs])
     b = np.array([index[p.path_b] for p in pairs])
@@ -168,7 +173,7 @@ def cross_validate(scores: np.ndarray, same: np.ndarray, n_folds: int = N_FOLDS)
 
 def verify_encoder(pairs_csv: Path, root: Path, encoder: str = "sface", calibrate_csv: Path | None = None,
                    calibrate_root: Path | None = None, far: float = 1e-3, cache: bool = True,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, pick: str = "central") -> dict:
     """Verification accuracy of ``encoder`` on a pairs CSV, plus its threshold at ``far``.
 
     See the module docstring for the protocol. The FAR threshold comes from the calibration pairs when
@@ -177,17 +182,17 @@ def verify_encoder(pairs_csv: Path, root: Path, encoder: str = "sface", calibrat
     start = time.perf_counter()
     info = get_encoder(encoder).info
     pairs = read_pairs(pairs_csv)
-    scores, same, scored = pair_scores(pairs, root, encoder, cache=cache, progress=progress)
+    scores, same, scored = pair_scores(pairs, root, encoder, cache=cache, progress=progress, pick=pick)
     if not scored.any():
         raise UserError(f"{pairs_csv}: no pair has a face in both photos; check --root and the images")
     s, y = scores[scored], same[scored]
     report: dict = {"encoder": encoder, "n_pairs": len(pairs), "n_pairs_scored": int(scored.sum()),
                     "n_pairs_no_face": int((~scored).sum()), "n_same": int(same.sum()),
-                    "n_different": int((~same).sum())}
+                    "n_different": int((~same).sum()), "face": pick}
     if calibrate_csv is not None:
         cal_pairs = read_pairs(calibrate_csv)
         cal_scores, cal_same, cal_scored = pair_scores(cal_pairs, calibrate_root or root, encoder,
-                                                       cache=cache, progress=progress)
+                                                       cache=cache, progress=progress, pick=pick)
         if not cal_scored.any():
             raise UserError(f"{calibrate_csv}: no pair has a face in both photos; check --calibrate-root")
         cs, cy = cal_scores[cal_scored], cal_same[cal_scored]
