@@ -70,7 +70,7 @@ def test_click_through_every_tab_intake_run_report_and_erase(app_url, tmp_path):
             for name, button, shows, seconds in (  # each tab: press its button, wait for its result, screenshot
                     ("Run", "Run comparison", "Run finished", 300),
                     ("Results", "Show results", "none (control)", 60),
-                    ("Report", "Prepare downloads", "stays on the server", 60),
+                    ("Report", "Prepare downloads", "stays on the server that runs this app", 60),
                     ("Data", "What is stored?", "files stored", 30)):
                 tab(name)
                 page.get_by_role("button", name=button).click()

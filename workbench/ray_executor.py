@@ -169,6 +169,8 @@ def _stop_poll(state, ray):
         if time.monotonic() - last["t"] >= POLL_SECONDS:
             try:
                 last["stop"] = ray.get(state.is_stopped.remote(), timeout=30)
+            except ray.exceptions.ActorUnavailableError:
+                pass  # the state actor is briefly unreachable (e.g. while a lost node is handled): ask again later
             except Exception:  # noqa: BLE001 - the driver is gone: nobody will collect this row
                 last["stop"] = True
             last["t"] = time.monotonic()
@@ -281,8 +283,8 @@ def run_ray(spec, out=None, progress=None, should_stop=None, address=None):
             marker.write_text(token, encoding="utf-8")
         res = _check_resources(ray, spec, task_resources(spec))
         here = ray.get_runtime_context().get_node_id()
-        state = ray.remote(num_cpus=0)(_RunState).options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
+        state = ray.remote(num_cpus=0)(_RunState).options(  # on the driver's node: it survives lost workers
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
         ctx = {"home": str(paths.home()), "run_dir": str(run_dir), "token": token}
         opts = dict(res, max_retries=spec.execution.max_retries, retry_exceptions=False)
         prepare = ray.remote(_prepare_task).options(**opts)
@@ -324,7 +326,10 @@ def run_ray(spec, out=None, progress=None, should_stop=None, address=None):
                 if should_stop is not None and not stopping and should_stop():
                     stopping = "cancelled"
                     state.stop.remote()
-                snap = ray.get(state.snapshot.remote())
+                try:
+                    snap = ray.get(state.snapshot.remote(), timeout=30)
+                except ray.exceptions.ActorUnavailableError:
+                    continue  # briefly unreachable while a lost node is handled: the progress line waits
                 lines = progress_lines(_counts(jobs, results, snap["running"]), snap["running"])
                 if lines != last:
                     report_progress("\n".join(lines), len(results) / len(jobs) * 0.95)

@@ -34,7 +34,8 @@ def summary(results: dict) -> list[dict]:
 def pooled_lines(results: dict) -> list[dict]:
     """A cohort's pooled lines: the strongest pooled calibrated AUC (farthest from ½) with its p and people."""
     out = []
-    for entry in (results.get("pooled") or {}).values():
+    entries = (results.get("pooled") or {}).values()
+    for entry in sorted(entries, key=lambda e: (e["recipe"] != "none", e["seed"], e["label"])):  # the control first
         aucs = [(k, m) for k, m in entry["metrics"].items()
                 if k.startswith("mia.") and k.endswith(".auc") and m.get("value") is not None]
         ism = entry["metrics"].get("identity.ism_holdout") or {}

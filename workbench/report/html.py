@@ -478,7 +478,7 @@ def cohort_html(results: dict) -> str:
             + [("identity.ism_holdout", "ISM holdout ↑"), ("identity.verification_rate", "verification ↑"),
                ("memorization.extraction_rate", "extraction ↓"), ("bleed.verification_rate", "bleed verification ↓")])
     body = []
-    for key, entry in pooled.items():
+    for key, entry in sorted(pooled.items(), key=lambda kv: (kv[1]["recipe"] != "none", kv[1]["seed"], kv[0])):
         base = pointer("pooled", key)
         label = txt(entry["label"], base + "/label")
         cells = "".join(_pooled_cell(entry["metrics"].get(k), f"{base}/metrics/{k}") for k, _ in cols)
