@@ -253,6 +253,34 @@ def test_without_selfies_faces_are_found_but_not_attributed(vendor_tar):
     assert report.grade == "HIGH"
 
 
+def test_inspect_json_is_provider_evidence(vendor_tar, tmp_path):
+    """`workbench inspect --json` feeds `workbench provider assess --evidence`: the photos inside the vendor's
+    file add blockers to a provider whose answers alone grade B, and contradict the claim of an anonymous model."""
+    from workbench.provider.assessment import load_assessment
+    from workbench.provider.evidence import load_evidence
+    from workbench.provider.grade import grade
+
+    tar, selfies = vendor_tar
+    rc, text = cli("inspect", str(tar), "--selfies", str(selfies), "--json")
+    assert rc == 0
+    (tmp_path / "inspect.json").write_text(text, encoding="utf-8")
+    evidence = {m.key: m for m in load_evidence(tmp_path / "inspect.json")}
+    assert evidence["modelfile.training_photo"].value == 2 and evidence["modelfile.email"].value == 1
+    assert "2 finding(s) among" in evidence["modelfile.training_photo"].text()
+    examples = Path(__file__).resolve().parents[1] / "experiments" / "providers"
+    eu = load_assessment(examples / "eu_paid_service.yaml")
+    before, after = grade(eu), grade(eu, list(evidence.values()))
+    measured = {b.id for b in after.blockers if b.measured}
+    assert before.grade == "B" and after.grade == "D"
+    assert measured == {"file_holds_training_photos", "file_identifies_people"}
+    assert "file_describes_training_data" in {f.rule for f in after.findings}  # a warning, not a blocker
+    us = grade(load_assessment(examples / "us_no_consent.yaml"), list(evidence.values()))
+    assert any("model is anonymous" in c and "holds copies of the person's photos" in c for c in us.contradictions)
+    rc, out = cli("provider", "assess", str(examples / "eu_paid_service.yaml"), "--evidence",
+                  str(tmp_path / "inspect.json"), "--json", "--out", str(tmp_path / "eu"))
+    assert rc == 0 and json.loads(out)["grade"] == "D"
+
+
 # --- hostile archives -------------------------------------------------------------------------------
 
 def _member(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE, link: str = "") -> tuple:

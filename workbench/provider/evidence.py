@@ -9,7 +9,10 @@ Readers (a registry; each recognises its input by content, never by file name):
   numbers are marked ``control``: shown beside the others, never graded);
 - ``mia``: the JSON of ``workbench mia --json`` on the provider's model file;
 - ``bundle``: an exported/imported model bundle (``.tar``, or a folder with ``bundle.json``): the leakage
-  scores of its model card (``workbench.lifecycle.bundle``), which carry value and CI but not n.
+  scores of its model card (``workbench.lifecycle.bundle``), which carry value and CI but not n;
+- ``inspect``: the JSON of ``workbench inspect --json`` on the provider's model file: one measurement per kind
+  of finding (``modelfile.<kind>``: how many, out of n files inspected), e.g. ``modelfile.training_photo``
+  when the file holds a copy of one of the person's photos (:mod:`workbench.modelfile.findings`).
 
 Each number is a :class:`Measurement` with its value, 95% CI and n, under the metric keys of
 ``workbench/metrics/registry.py`` (``bleed.verification_rate``, ``memorization.extraction_rate``,
@@ -47,6 +50,8 @@ class Measurement:
     def text(self) -> str:
         if self.value is None:
             return "not measured"
+        if self.key.startswith("modelfile."):
+            return f"{int(self.value)} finding(s) among {self.n} file(s) of the model file"
         ci = f" [{self.ci_low:.3f}, {self.ci_high:.3f}]" if self.ci_low is not None and self.ci_high is not None else ""
         return f"{self.value:.3f}{ci}, n = {self.n if self.n is not None else 'not recorded'}"
 
@@ -113,6 +118,17 @@ def _from_bundle(data: dict, source: str) -> list[Measurement]:
             and (m := _metric(k, _parse_card_value(v.get("value")), source, scope))]
 
 
+def _from_inspect(data: dict, source: str) -> list[Measurement]:
+    scope = f"inspection of the provider's model file ({data.get('container', '?')}, grade {data.get('grade', '?')})"
+    counts: dict[str, int] = {}
+    for f in data.get("findings") or []:
+        if isinstance(f, dict) and isinstance(f.get("kind"), str):
+            counts[f["kind"]] = counts.get(f["kind"], 0) + 1
+    n = len(data.get("entries") or [])
+    return [Measurement(f"modelfile.{kind}", float(c), None, None, n, source, scope)
+            for kind, c in sorted(counts.items())]
+
+
 @dataclass(frozen=True)
 class Reader:
     kind: str
@@ -125,6 +141,7 @@ READERS: tuple[Reader, ...] = (
     Reader("audit", lambda d: "identity" in d and "memorization" in d, _from_audit),
     Reader("mia", lambda d: "attacks" in d, _from_mia),
     Reader("bundle", lambda d: "leakage" in d and "param_hash" in d, _from_bundle),
+    Reader("inspect", lambda d: "findings" in d and "grade_meaning" in d and "entries" in d, _from_inspect),
 )
 
 
@@ -133,8 +150,8 @@ def read_data(data: object, source: str) -> list[Measurement]:
     for reader in READERS:
         if isinstance(data, dict) and reader.recognises(data):
             return reader.read(data, source)
-    raise UserError(f"--evidence {source}: not the JSON of `workbench audit --json`, `workbench mia --json`, a "
-                    "run's results.json or a bundle's bundle.json")
+    raise UserError(f"--evidence {source}: not the JSON of `workbench audit --json`, `workbench mia --json`, "
+                    "`workbench inspect --json`, a run's results.json or a bundle's bundle.json")
 
 
 def _json(path: Path) -> object:

@@ -8,7 +8,8 @@ measured evidence beside the stated practice.
    point, ``falls short`` a bad point, or a **blocker** where the criterion is one of the five blockers of
    :mod:`.criteria`; ``unknown`` is no point (neutral).
 3. **Measured evidence** (:mod:`.evidence`) can add blockers (:data:`LEAKAGE_RULES`: the model or its outputs
-   verify as the person without the trigger word, significantly above 0; a training photo is extracted)
+   verify as the person without the trigger word, significantly above 0; a training photo is extracted; the
+   model file itself holds the person's photos or identifiers, per ``workbench inspect --json``)
    and flags contradictions with the stated practice (:data:`CONTRADICTIONS`). It never removes a stated
    blocker: a clean measurement does not turn a bad answer good.
 4. **Letter** with ToS;DR's published rule, :data:`RULE` (printed with every result).
@@ -106,6 +107,11 @@ class LeakageRule:
     contradicts: tuple[str, ...]            # claim ids this finding contradicts
 
 
+_IDENTIFYING = {f"modelfile.{k}" for k in ("photo_of_person", "face_photo", "email", "gps")}
+_DESCRIBING = {f"modelfile.{k}" for k in ("captions", "dataset_names", "tag_frequency", "training_hashes", "exif",
+                                          "user_id", "image_text")}
+
+
 def _above_zero(m: Measurement) -> bool:
     """Significantly above 0: the CI's lower end is above 0 (the point value where no CI was recorded)."""
     return (m.ci_low if m.ci_low is not None else m.value or 0.0) > 0
@@ -127,6 +133,18 @@ LEAKAGE_RULES: tuple[LeakageRule, ...] = (
     LeakageRule("measured_membership", lambda k: k.startswith("mia.") and k.endswith(".auc"), _above_chance,
                 "membership inference tells the training photos from others above chance (AUC CI above 0.5)",
                 "EDPB Opinion 28/2024 (membership inference among the attacks to resist)", False,
+                ("model_is_anonymous",)),
+    # the model file itself (`workbench inspect --json`, workbench/modelfile/findings.py): what it carries
+    LeakageRule("file_holds_training_photos", lambda k: k == "modelfile.training_photo", _above_zero,
+                "the model file holds copies of the person's photos (same identity and within the extraction δ)",
+                "GDPR Art. 4(14), 9 (biometric data); Carlini et al., USENIX Security 2023, Definition 1", True,
+                ("model_is_anonymous",)),
+    LeakageRule("file_identifies_people", lambda k: k in _IDENTIFYING, _above_zero,
+                "the model file carries face photos, e-mail addresses or GPS coordinates",
+                "GDPR Art. 4(1), 4(14); EDPB Opinion 28/2024", True, ("model_is_anonymous",)),
+    LeakageRule("file_describes_training_data", lambda k: k in _DESCRIBING, _above_zero,
+                "the model file carries captions, dataset or file names, photo hashes, EXIF or user ids",
+                "GDPR Art. 4(1) (information relating to an identifiable person); kohya-ss ss_* metadata", False,
                 ("model_is_anonymous",)),
 )
 
