@@ -184,3 +184,49 @@ def test_a_node_lost_mid_training_gets_its_task_retried_and_resumed_from_the_che
     assert lora["train_steps"] == 4
     losses = [json.loads(x) for x in next(models.glob("lora-*/loss.jsonl")).read_text().splitlines()]
     assert [x["step"] for x in losses] == [1, 2, 3, 4]
+
+
+def test_cancel_stops_every_task_at_its_next_step_and_a_rerun_resumes(cluster, base, tmp_path, monkeypatch):
+    """The app's Cancel (``should_stop``) during training on Ray: the run raises Interrupted without writing
+    results.json, training stopped at a checkpointed step well before its end, and a rerun resumes there."""
+    from workbench.errors import Interrupted
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    hooks = {"WORKBENCH_TEST_HOOKS": "1", "WORKBENCH_TEST_CHECKPOINT_EVERY": "1", "WORKBENCH_TEST_STEP_DELAY": "1.5"}
+    cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1, object_store_memory=STORE,
+                     resources={"slow_rows": 1}, env_vars=hooks)
+    steps = 10
+    spec = parse_spec(_spec(base, cohort=None, subject={"demo": "Naomi_Watts"},
+                            recipes=[{"name": "none"}, {"name": "lora", "params": {"steps": steps}}],
+                            metrics={"encoders": ["sface"], "mia_attacks": ["loss"]},
+                            execution={"executor": "ray", "resources": {"custom": {"slow_rows": 1}}}))
+    cancel, errors, done = threading.Event(), [], {}
+
+    def run():
+        try:
+            done["outcome"] = run_experiment(spec, tmp_path / "run", should_stop=cancel.is_set)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    models = tmp_path / "home" / "subjects" / spec.subject.id / "models"
+    deadline = time.time() + 300
+    while not list(models.glob("lora-*/checkpoint/step-*")) and time.time() < deadline and thread.is_alive():
+        time.sleep(0.2)
+    assert list(models.glob("lora-*/checkpoint/step-*")), errors
+    cancelled_at = time.time()
+    cancel.set()
+    thread.join(timeout=120)
+    assert not thread.is_alive() and not done, "the run did not stop"
+    assert len(errors) == 1 and isinstance(errors[0], Interrupted), errors
+    assert time.time() - cancelled_at < 60  # at the next step, not at the end of the slow steps
+    assert not (tmp_path / "run" / "results.json").exists()
+    stopped = max(int(p.name.split("-")[1]) for p in models.glob("lora-*/checkpoint/step-*"))
+    assert 1 <= stopped < steps
+
+    outcome = run_experiment(spec, tmp_path / "run")  # the rerun does only the missing steps
+    row = outcome.status["lora/seed0"]
+    assert outcome.ok and row["resumed_from_step"] == stopped and row["train_steps"] == steps
+    losses = [json.loads(x) for x in next(models.glob("lora-*/loss.jsonl")).read_text().splitlines()]
+    assert [x["step"] for x in losses] == list(range(1, steps + 1))
