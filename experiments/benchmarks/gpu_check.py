@@ -11,7 +11,8 @@ sd15``), at 512 px. Sections, cheap ones first, each written to the JSON as soon
 3. ``train_step``: ``train_step.py`` — reference (diffusers-example loop, fp32, VAE and text encoder every
    step) vs the engine, LoRA and full UNet, batch 4 and the largest batch that fits, engine with and
    without ``torch.compile``; configurations that would overrun the time budget are recorded as skipped.
-4. ``sdxl_lora_step``: skipped with a note while SDXL training does not exist (issue #16, part 3).
+4. ``sdxl_lora_step``: the engine's SDXL LoRA step on the real SDXL architecture (random weights) at 1024 px,
+   batch 1: median step seconds and img/s, peak memory.
 
 ``--tiny`` (the shrunken architecture, a few steps, no compile) is what the CPU test runs.
 """
@@ -131,13 +132,27 @@ def mia(folder: str, device: str, images: list[Path], tiny: bool) -> dict:
     return out | _peak(device)
 
 
-def sdxl_lora_step() -> dict:
-    try:
-        from workbench.recipes import sdxl  # noqa: F401 - issue #16 part 3, when it lands
-    except ImportError:
-        return {"skipped": "SDXL training does not exist in the workbench yet (issue #16, part 3): no SDXL LoRA "
-                           "step at 1024 px to time; rerun this check once it lands"}
-    return {"skipped": "SDXL training exists but this check does not time it yet: extend gpu_check.py"}
+def sdxl_lora_step(tmp: Path, device: str, tiny: bool) -> dict:
+    """The engine's SDXL LoRA step (UNet + both text encoders' LoRA off, SDXL size/crop conditioning) on the
+    real SDXL architecture with random weights at 1024 px, batch 1 (``--tiny``: shrunken, 2 steps)."""
+    import argparse as _argparse
+
+    from workbench.backbones.random_arch import build_random
+    from workbench.backbones.registry import backbone_resolution
+
+    _reset(device)
+    t0 = time.perf_counter()
+    folder = str(build_random("sdxl", tmp / "sdxl-random", tiny=tiny, seed=0))
+    build_s = time.perf_counter() - t0
+    resolution = backbone_resolution(folder)
+    images = train_step.make_images(tmp / "sdxl-images", resolution, n=4)
+    args = _argparse.Namespace(warmup=1 if tiny else 3, steps=2 if tiny else 8, batch_size=1, rank=4,
+                               device=device, resolution=resolution, compile=False)
+    times = train_step.engine_times(folder, images, "lora", args, tmp / "sdxl-lora")
+    median = sorted(times)[len(times) // 2]
+    shutil.rmtree(tmp / "sdxl-random", ignore_errors=True)
+    return {"arch": "sdxl", "tiny": tiny, "resolution": resolution, "batch": 1, "rank": 4, "build_s": round(build_s, 1),
+            "timed_steps": len(times), "median_step_s": round(median, 4), "img_s": round(1 / median, 3)} | _peak(device)
 
 
 def main(argv=None) -> int:
@@ -180,7 +195,11 @@ def main(argv=None) -> int:
             except Exception as exc:  # noqa: BLE001 - one failed section must not lose the others
                 save(name, {"error": f"{type(exc).__name__}: {exc}"})
             _reset(device)
-        save("sdxl_lora_step", sdxl_lora_step())
+        try:
+            save("sdxl_lora_step", sdxl_lora_step(tmp, device, args.tiny))
+        except Exception as exc:  # noqa: BLE001
+            save("sdxl_lora_step", {"error": f"{type(exc).__name__}: {exc}"})
+        _reset(device)
         left = budget - (time.perf_counter() - start)
         step_json = tmp / "train_step.json"
         step_args = ["--device", device, "--backbone", folder, "--resolution", str(resolution),
