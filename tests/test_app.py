@@ -20,8 +20,14 @@ def app_home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app_url(app_home):
-    yield from running_app(app_home, {"WANDB_MODE": "offline", "WANDB_DIR": str(app_home / "wandb")})
+def app_scratch(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("app-scratch")  # plaintext working copies of the encrypted subjects
+
+
+@pytest.fixture(scope="module")
+def app_url(app_home, app_scratch):
+    yield from running_app(app_home, {"WANDB_MODE": "offline", "WANDB_DIR": str(app_home / "wandb"),
+                                      "WORKBENCH_SCRATCH": str(app_scratch)})
 
 
 def client(url: str, tmp_path: Path, name: str):
@@ -167,7 +173,9 @@ def test_bad_recipe_parameters_fail_naming_the_field(app_url, tmp_path):
     c.predict(api_name="/erase")
 
 
-def test_cancel_stops_a_running_comparison_and_a_later_run_works(app_url, app_home, tmp_path):
+def test_cancel_stops_a_running_comparison_and_a_later_run_works(app_url, app_home, app_scratch, tmp_path):
+    from workbench.lifecycle import sealed
+
     c = client(app_url, tmp_path, "x")
     summary, _, _ = c.predict(files=[], demo=DEMO, consent=True, retention_days=1, api_name="/intake")
     sid = summary.split("`")[1]
@@ -175,8 +183,8 @@ def test_cancel_stops_a_running_comparison_and_a_later_run_works(app_url, app_ho
     job = c.submit(**run_args(["lora"], steps=400))  # far longer than the test waits
     models = app_home / "subjects" / sid / "models"
 
-    def lora_steps() -> int:
-        logs = list(models.glob("lora-*/loss.jsonl"))
+    def lora_steps() -> int:  # the app encrypts at rest: the running training writes its plaintext working copy
+        logs = list(app_scratch.glob(f"*/*/{sid}/models/lora-*/loss.jsonl"))
         return len(logs[0].read_text().splitlines()) if logs else 0
 
     while lora_steps() < 3:  # cancel in the middle of LoRA training
@@ -186,7 +194,9 @@ def test_cancel_stops_a_running_comparison_and_a_later_run_works(app_url, app_ho
     status = job.result(timeout=120)
     assert status.startswith("**Cancelled** during"), status
     lora = next(models.glob("lora-*"))
-    assert lora_steps() < 400 and not (lora / "artifact").exists(), "training went on after the cancel"
+    assert all(sealed.is_sealed(f) for f in lora.rglob("*") if f.is_file())  # ciphertext at rest
+    steps = len(sealed.decrypt_bytes(sid, lora / "loss.jsonl").splitlines())
+    assert 3 <= steps < 400 and not (lora / "artifact").exists(), "training went on after the cancel"
     assert list((lora / "checkpoint").glob("step-*")), "a cancelled training keeps a checkpoint to resume from"
     with pytest.raises(Exception, match="no results yet"):  # nothing of the cancelled run is shown as a result
         c.predict(api_name="/results")
@@ -224,3 +234,17 @@ def test_closing_an_anonymous_session_erases_its_subject_with_a_receipt(app_url,
     assert erased and erased[-1]["actor"] == sid and erased[-1]["ok"] == 1
     receipts = verification.receipts_for(sid)
     assert receipts and receipts[-1]["receipt_id"] == erased[-1]["receipt"]
+
+
+def test_the_run_tab_runs_on_ray_with_the_same_rows(app_url, tmp_path):
+    """Run on: ray — a local Ray on 127.0.0.1 runs one task per row; the status names its final counts and the
+    rows are those of a local run (the same recipes, each ok)."""
+    pytest.importorskip("ray")
+    c = client(app_url, tmp_path, "ray")
+    summary, _, _ = c.predict(files=[], demo=DEMO, consent=True, retention_days=1, api_name="/intake")
+    assert "accepted" in summary, summary
+    status = c.predict(**run_args(["lora"], executor="ray"))
+    assert "all ok" in status and "On ray: rows: 2 done, 0 running, 0 failed, 0 left (of 2)" in status, status
+    assert "`none/seed0`: ok" in status and "`lora/seed0`: ok" in status, status
+    erased, receipt = c.predict(api_name="/erase")
+    assert receipt["verify_ok"] is True and receipt["key_destroyed"] is True, erased

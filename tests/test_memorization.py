@@ -105,6 +105,21 @@ def test_other_photos_of_the_same_person_are_not_extracted_and_gap_is_near_zero(
     assert m["relative_distance"]["value"] > 1.2
 
 
+@needs_lfw
+def test_mirrored_copies_are_copies_but_mirrored_non_members_are_not_extracted():
+    """Training sees every photo and its mirror image, so a left-right flipped copy of a training photo is
+    extracted; a flipped copy of a holdout photo is not (it is nearest to the holdout photo, in the gap)."""
+    train = [crop(SUBJECT, n) for n in range(1, 9)]
+    holdout = [crop(SUBJECT, n) for n in range(16, 21)]
+    flipped = [np.ascontiguousarray(img[:, ::-1]) for img in copies_of_train(range(1, 5))]
+    m = memorization_metrics(flipped, train, holdout, n_resamples=200)
+    assert m["extraction_rate"]["value"] == 0.5 and [e["train_index"] for e in m["extracted"]] == [0, 1, 2, 3]
+    assert m["gap"]["value"] > 0.05
+    other = [np.ascontiguousarray(img[:, ::-1]) for img in (crop(SUBJECT, 16), crop(SUBJECT, 17))]
+    m = memorization_metrics(other, train, holdout, n_resamples=200)
+    assert m["extraction_rate"]["value"] == 0.0 and m["gap"]["value"] < 0  # nearer a holdout photo
+
+
 def test_copy_similarity_is_reported_unavailable_not_substituted():
     imgs = noise_images(3)
     m = memorization_metrics(imgs, imgs[:2], imgs[2:], n_resamples=50)

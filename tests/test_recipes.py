@@ -139,7 +139,7 @@ def test_textual_inversion_changes_only_the_new_row(base):
     from workbench.recipes.textual_inversion import add_token
 
     pipe = StableDiffusionPipeline.from_pretrained(base)
-    weight, token_id = add_token(pipe, "<sks>", "person")
+    weight, token_id = add_token(pipe.tokenizer, pipe.text_encoder, "<sks>", "person")
     before = weight.detach().clone()
     opt = torch.optim.AdamW([weight], lr=1e-1, weight_decay=0.0)
     ids = pipe.tokenizer("<sks> person photo", return_tensors="pt").input_ids

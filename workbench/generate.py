@@ -1,4 +1,5 @@
-"""Batched, reproducible sampling from a (personalised) pipeline.
+"""Batched, reproducible sampling from a (personalised) pipeline, through the pipeline's own ``__call__``
+(SD 1.x/2.x and SDXL alike: SDXL's pipeline forms its own size/crop conditioning and pooled embeddings).
 
 Every image has its own ``torch.Generator`` seeded from (run seed, prompt group, prompt index, image
 index), so an image does not depend on the batch it was drawn in, and the same prompt and seed give

@@ -49,11 +49,13 @@ def _cmd_generate(args) -> int:
     if args.base or args.subject:
         raise UserError("--base and --subject go with --model; for a run use --backbone")
     from workbench.device import resolve_device
+    from workbench.lifecycle.sealed import opened
     from workbench.recipes.artifacts import load_personalised, read_done
 
-    done = read_done(args.recipe_dir)
+    with opened(args.recipe_dir) as recipe_dir:  # an encrypted subject's model: decrypted while it loads
+        done = read_done(recipe_dir)
+        pipe = load_personalised(args.backbone, recipe_dir, resolve_device(args.device))
     prompts = _prompts(args.prompt, done["identifier"], done["class_noun"])
-    pipe = load_personalised(args.backbone, args.recipe_dir, resolve_device(args.device))
     records = generate(pipe, prompts, [args.seed], args.n, args.steps, args.guidance, args.batch_size,
                        args.out, done["subject_id"], done["recipe"])
     for r in records:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from workbench.lifecycle.sealed import at_rest
 from workbench.metrics import identity as identity_mod
 from workbench.metrics import memorization as memo_mod
 from workbench.metrics import registry
@@ -104,7 +105,7 @@ def _memorization(gen: list[np.ndarray], files: list[str], ref: Reference) -> tu
     order = np.argsort(per["nearest_train_registered_l2"])[:NEAREST_K]
     nearest = [{
         "generated": files[i],
-        "train": str(ref.train[int(per["nearest_train_registered_index"][i])]),
+        "train": str(at_rest(ref.train[int(per["nearest_train_registered_index"][i])])),  # the store's path
         "l2": float(per["nearest_train_registered_l2"][i]),
         "raw_l2": float(per["nearest_train_l2"][i]),
         "holdout_l2": float(per["nearest_holdout_l2"][i]),

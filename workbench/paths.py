@@ -35,7 +35,20 @@ def subjects_root() -> Path:
     return home() / "subjects"
 
 
+# subject id -> its plaintext working copy while this process has the (encrypted) subject open
+# (workbench.lifecycle.sealed); set and cleared only there
+_working: dict[str, Path] = {}
+
+
 def subject_dir(subject_id: str) -> Path:
+    """The subject's folder as work on it reads and writes it: its plaintext working copy while this process
+    has it open encrypted (:mod:`workbench.lifecycle.sealed`), else :func:`stored_subject_dir`."""
+    return _working.get(check_subject_id(subject_id)) or stored_subject_dir(subject_id)
+
+
+def stored_subject_dir(subject_id: str) -> Path:
+    """The subject's folder in the data root, as stored (ciphertext when the subject is encrypted): what the
+    lifecycle (manifest, retention policy, erasure, verification) reads and deletes."""
     return subjects_root() / check_subject_id(subject_id)
 
 

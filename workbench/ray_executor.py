@@ -211,6 +211,8 @@ def _row_task(spec, job: int, k: int, e: int, seed: int, split, ctx: dict, state
     import ray
 
     from workbench.device import resolve_device
+    from workbench.lifecycle import sealed
+    from workbench.lifecycle.erasure import working_on
     from workbench.runner import RunOutcome, load_person, row_dir, row_name, run_row, train_job
 
     node = _setup_worker(ctx)
@@ -222,14 +224,15 @@ def _row_task(spec, job: int, k: int, e: int, seed: int, split, ctx: dict, state
     name = row_name(spec, sub.id, entry, seed)
     device = resolve_device(spec.device)
     try:
-        state.report.remote(job, f"{name}: loading the person", node)
-        person = load_person(spec, sub, split, device)
-        checkpoints = train_job(spec, entry, person.subject, seed, device, person.protected).out_dir / "checkpoint"
-        steps = sorted(int(p.name.split("-")[1]) for p in checkpoints.glob("step-*")) if checkpoints.is_dir() else []
-        outcome = RunOutcome(run_dir, spec.run_subject_id)
-        row = run_row(spec, entry, seed, person, device, run_dir, row_dir(spec, run_dir, sub.id, entry, seed), name,
-                      outcome, owners, _stop_poll(state, ray), lambda text, frac: state.report.remote(job, text, node),
-                      **_job_args())
+        with working_on(sub.id):  # one working copy of an encrypted person for the whole row (lifecycle/sealed.py)
+            state.report.remote(job, f"{name}: loading the person", node)
+            person = load_person(spec, sub, split, device)
+            model = sealed.pull(train_job(spec, entry, person.subject, seed, device, person.protected).out_dir)
+            steps = sorted(int(p.name.split("-")[1]) for p in (model / "checkpoint").glob("step-*"))
+            outcome = RunOutcome(run_dir, spec.run_subject_id)
+            row = run_row(spec, entry, seed, person, device, run_dir, row_dir(spec, run_dir, sub.id, entry, seed), name,
+                          outcome, owners, _stop_poll(state, ray),
+                          lambda text, frac: state.report.remote(job, text, node), **_job_args())
     except Interrupted as exc:
         return {"interrupted": f"{name}: {exc}"}
     finally:

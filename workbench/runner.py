@@ -35,7 +35,7 @@ from pathlib import Path
 from workbench import paths, records
 from workbench.backbones.registry import backbone_resolution
 from workbench.errors import Interrupted
-from workbench.lifecycle import manifest
+from workbench.lifecycle import manifest, sealed
 from workbench.lifecycle.erasure import erasure_requested, working_on
 from workbench.lifecycle.policy import set_retention
 from workbench.spec import RecipeEntry, Spec
@@ -120,7 +120,11 @@ def train_recipe(spec: Spec, entry: RecipeEntry, subject, seed: int, device: str
     job = train_job(spec, entry, subject, seed, device, protected, **job_args)
     loop = {} if should_stop is None else {"should_stop": should_stop}
     with _file_lock(paths.erasure_journal_dir() / "locks" / f"{subject.id}.{job.out_dir.name}.lock"):
-        return get_recipe(entry.name).train(job, entry.typed_params(), **loop)
+        sealed.pull(job.out_dir)  # an encrypted subject: what another process trained there is decrypted first
+        try:
+            return get_recipe(entry.name).train(job, entry.typed_params(), **loop)
+        finally:
+            sealed.flush(job.out_dir)  # ... and what this one trained is sealed before the lock is released
 
 
 @contextmanager
@@ -170,7 +174,8 @@ def measure_for(spec: Spec, pipe, result, records, gen_dir: Path, run_dir: Path,
     from workbench.measure import measure_row, measurement_key
 
     prompt = INSTANCE_PROMPT.format(identifier=result.identifier, class_noun=spec.prompts.class_noun)
-    key = measurement_key(records, str(result.artifact_dir), spec.metrics.model_dump(mode="json"), prompt)
+    key = measurement_key(records, str(sealed.at_rest(result.artifact_dir)), spec.metrics.model_dump(mode="json"),
+                          prompt)
     cache = gen_dir / "metrics.json"
     if cache.exists():
         cached = json.loads(cache.read_text())
@@ -184,7 +189,8 @@ def measure_for(spec: Spec, pipe, result, records, gen_dir: Path, run_dir: Path,
         from workbench.metrics.finextract import measure_extraction
 
         flat, detail = measure_extraction(result.artifact_dir, ref.train, ref.holdout, gen_dir, spec.backbone,
-                                          spec.metrics.finextract, device, spec.metrics.encoders[0], subject_id)
+                                          spec.metrics.finextract, device, spec.metrics.encoders[0], subject_id,
+                                          run_dir)
         row["metrics"] |= flat
         row["extraction"] = {"finextract": detail}
     _write_json(subject_id, cache, {"key": key, "row": row})
@@ -224,16 +230,18 @@ class Person:
 def prepare_person(spec: Spec, sub, device: str, progress) -> Person:
     from workbench.measure import Reference
 
-    with working_on(sub.id, must_exist=False):  # an erasure of the person waits (or refuses this)
+    with working_on(sub.id, must_exist=False, decrypt=False):  # an erasure of the person waits (or refuses this)
         progress(f"{sub.id}: intake", None)
-        set_retention(sub.id, spec.retention)  # every artifact's deadline follows the spec
+        set_retention(sub.id, spec.retention)  # every artifact's deadline follows the spec (and its encryption)
+    with working_on(sub.id, must_exist=False):  # encrypted: opened as a working copy (lifecycle/sealed.py)
         subject, report, split = prepare_subject(spec, backbone_resolution(spec.backbone, sub.resolution), sub)
         protected = None
         if any(entry.photos == "protected" for entry in spec.recipes):
             progress(f"{sub.id}: protecting photos", None)
             protected = protect_photos(spec, subject, device, sub.protection)
-    progress(f"{sub.id}: embedding the photos", None)
-    return Person(subject, report, split, protected, Reference.load(subject, spec.metrics.encoders))
+        progress(f"{sub.id}: embedding the photos", None)
+        ref = Reference.load(subject, spec.metrics.encoders)
+    return Person(subject, report, split, protected, ref)
 
 
 def load_person(spec: Spec, sub, split, device: str) -> Person:
@@ -252,7 +260,8 @@ def load_person(spec: Spec, sub, split, device: str) -> Person:
         protected = None
         if any(entry.photos == "protected" for entry in spec.recipes):
             protected = protect_photos(spec, subject, device, sub.protection)  # made by prepare_person: reused
-    return Person(subject, None, split, protected, Reference.load(subject, spec.metrics.encoders))
+        ref = Reference.load(subject, spec.metrics.encoders)
+    return Person(subject, None, split, protected, ref)
 
 
 def row_name(spec: Spec, subject_id: str, entry: RecipeEntry, seed: int) -> str:
@@ -267,7 +276,7 @@ def write_owned(owners: list[str], path: Path, data: dict, prepared=()) -> None:
     """A run file of the driver, written only while none of its people is being erased, and none of the
     ``prepared`` ones (taken in earlier in this run) has been erased since: :class:`ErasureInProgress`."""
     later = [o for o in owners if o not in prepared]
-    with working_on(later, must_exist=False), working_on(list(prepared)):
+    with working_on(later, must_exist=False, decrypt=False), working_on(list(prepared), decrypt=False):
         _write_json(owners, path, data)
 
 
@@ -366,7 +375,8 @@ def _run_row(spec: Spec, entry: RecipeEntry, seed: int, person: Person, device: 
         measured = measure_for(spec, pipe, result, records, gen_dir, run_dir, person.ref, seed, subject.id, device)
         del pipe
         outcome.status[name] = {
-            "ok": True, "recipe": entry.name, "seed": seed, "subject": subject.id, "model": str(result.artifact_dir),
+            "ok": True, "recipe": entry.name, "seed": seed, "subject": subject.id,
+            "model": str(sealed.at_rest(result.artifact_dir)),
             "identifier": result.identifier, "train_steps": result.steps,
             "train_seconds": round(result.seconds, 2), "final_loss": result.final_loss,
             "images": len(records), "seconds": round(time.time() - t0, 2),
@@ -451,7 +461,8 @@ def _intake_meta(meta: dict, splits: dict) -> None:
     photos were upscaled (:func:`workbench.subjects.intake.intake_meta`), with a note when any were."""
     from workbench.subjects.intake import intake_meta, upscale_note
 
-    meta["intake"] = {sid: intake_meta(sid, list(sp.members) + list(sp.non_members)) for sid, sp in splits.items()}
+    with working_on(list(splits)):  # reads each person's subject.json (a working copy when encrypted)
+        meta["intake"] = {sid: intake_meta(sid, list(sp.members) + list(sp.non_members)) for sid, sp in splits.items()}
     note = upscale_note(meta["intake"])
     if note:
         meta["notes"].append(note)

@@ -325,6 +325,9 @@ class TrackingSpec(_Strict):
 class RetentionSpec(_Strict):
     default_days: Days = 30  # days an artifact is kept before a purge deletes it
     kinds: Kinds = {}  # per-artifact-kind overrides in days, e.g. {upload: 7, weights: 90}
+    # encryption at rest of the subject's folder (crypto-shredding); None: keep the subject's setting. Not in
+    # spec.json: it does not change what is computed
+    encrypt: bool | None = None
 
     def days_for(self, kind: str) -> int:
         return self.kinds.get(kind, self.default_days)
@@ -400,8 +403,9 @@ class Spec(_Strict):
 
     def resolved(self) -> dict[str, Any]:
         """The fully defaulted spec as JSON-serialisable data (written into every run folder). ``execution``
-        is left out: where the rows ran does not change what they computed (run.json records it)."""
-        return self.model_dump(mode="json", exclude={"execution"})
+        and ``retention.encrypt`` are left out: where the rows ran and how their files are stored do not change
+        what they computed (run.json records the executor)."""
+        return self.model_dump(mode="json", exclude={"execution": True, "retention": {"encrypt"}})
 
 
 @dataclass(frozen=True)

@@ -82,11 +82,8 @@ def intake_photos(files, demo: str | None, consent: bool, retention_days: float 
 
     Returns (markdown summary, gallery of accepted crops with captions, table of rejections).
     """
-    from workbench.lifecycle import manifest
+    from workbench.lifecycle.erasure import working_on
     from workbench.lifecycle.policy import set_retention
-    from workbench.subjects.demo import subject_sources
-    from workbench.subjects.intake import intake
-    from workbench.subjects.store import SubjectStore
 
     if not consent:
         raise gr.Error("consent is required: tick the box to confirm the person in the photos agreed "
@@ -107,22 +104,10 @@ def intake_photos(files, demo: str | None, consent: bool, retention_days: float 
                        "uploads): one subject per session; erase it on the Data tab first")
     try:
         with acting_as(sid):
-            set_retention(sid, {"default_days": days, "kinds": {}})
-            sources, splits = subject_sources(demo, None if demo else [_upload_path(f) for f in files])
-            if not demo:
-                for p in sources:  # the uploaded copies are the subject's: erasure and retention delete them
-                    if p.exists():
-                        manifest.register_external(sid, "app_temp", p)
-            report = intake(sources, sid, resolution=_resolution(), splits=splits)
-            store = SubjectStore(sid)
-            if demo:
-                sessions.update(sid, spec_subject={"demo": demo, "id": sid}, retention_days=days)
-            else:  # the runner takes the normalised photos back in from the store (idempotent: same hashes)
-                photos = [str(p) for p in store.accepted_photos()]
-                sessions.update(sid, retention_days=days, **({"spec_subject": {"photos": photos, "id": sid}}
-                                                             if photos else {}))
-            gallery = [(_temp_copy(sid, store.root / a.crop, "crops"), f"{a.source}: accepted ({a.split})")
-                       for a in report.accepted]
+            with working_on(sid, must_exist=False, decrypt=False):  # the app encrypts every subject at rest
+                set_retention(sid, {"default_days": days, "kinds": {}, "encrypt": form.ENCRYPT})
+            with working_on(sid, must_exist=False):  # ... so intake writes into a decrypted working copy
+                report, gallery = _intake(sid, demo, files, days)
     except gr.Error:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -131,6 +116,32 @@ def intake_photos(files, demo: str | None, consent: bool, retention_days: float 
     summary = (f"**Subject `{sid}`**: {len(report.accepted)} accepted, {len(report.rejected)} rejected; "
                f"{report.train} training and {report.holdout} holdout photos in total. Kept {days} days.")
     return summary, gallery, rejected
+
+
+def _intake(sid: str, demo: str | None, files: list, days: int):
+    """Intake into the session's subject and its app state → (intake report, gallery of accepted crops)."""
+    from workbench.lifecycle import manifest
+    from workbench.lifecycle.sealed import at_rest
+    from workbench.subjects.demo import subject_sources
+    from workbench.subjects.intake import intake
+    from workbench.subjects.store import SubjectStore
+
+    sources, splits = subject_sources(demo, None if demo else [_upload_path(f) for f in files])
+    if not demo:
+        for p in sources:  # the uploaded copies are the subject's: erasure and retention delete them
+            if p.exists():
+                manifest.register_external(sid, "app_temp", p)
+    report = intake(sources, sid, resolution=_resolution(), splits=splits)
+    store = SubjectStore(sid)
+    if demo:
+        sessions.update(sid, spec_subject={"demo": demo, "id": sid}, retention_days=days)
+    else:  # the runner takes the normalised photos back in from the store (idempotent: same hashes)
+        photos = [str(at_rest(p)) for p in store.accepted_photos()]
+        sessions.update(sid, retention_days=days, **({"spec_subject": {"photos": photos, "id": sid}}
+                                                     if photos else {}))
+    gallery = [(_temp_copy(sid, store.root / a.crop, "crops"), f"{a.source}: accepted ({a.split})")
+               for a in report.accepted]
+    return report, gallery
 
 
 def _temp_copy(sid: str, src: Path, group: str) -> str:
@@ -158,7 +169,8 @@ def params_for(recipes: list[str], text: str) -> str:
 def run_comparison(recipes: list[str], params_text: str, backbone: str, with_identifier: str,
                    without_identifier: str, images_per_prompt: float, sampling_steps: float,
                    encoders: list[str], mia_attacks: list[str], wandb: str, photos: str, protect_epsilon: float,
-                   protect_rounds: float, request: gr.Request, profile: gr.OAuthProfile | None = None,
+                   protect_rounds: float, executor: str = "local", request: gr.Request = None,
+                   profile: gr.OAuthProfile | None = None,
                    progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - gradio's injection idiom
     """Train, sample and measure ``none`` + the ticked recipes; returns the per-recipe status (markdown).
 
@@ -175,7 +187,7 @@ def run_comparison(recipes: list[str], params_text: str, backbone: str, with_ide
                              images_per_prompt=int(images_per_prompt), sampling_steps=int(sampling_steps),
                              encoders=tuple(encoders or ()), mia_attacks=tuple(mia_attacks or ()), wandb=wandb,
                              photos=photos or "clean", protect_epsilon=float(protect_epsilon),
-                             protect_rounds=int(protect_rounds))
+                             protect_rounds=int(protect_rounds), executor=executor or "local")
     try:
         spec = form.build_spec(state["spec_subject"], values, int(state.get("retention_days", 30)))
     except UserError as exc:
@@ -187,11 +199,15 @@ def run_comparison(recipes: list[str], params_text: str, backbone: str, with_ide
         raise gr.Error("a comparison of this subject is still running; cancel it or wait for it to finish")
     stage, started = "start", time.time()
 
+    last_counts = ""
+
     def report(name: str, fraction: float) -> None:
-        nonlocal stage
+        nonlocal stage, last_counts
         guard.check()  # raises Cancelled when the user pressed Cancel
-        stage = name
-        progress(fraction, desc=name)
+        stage = name.splitlines()[0] if name else name
+        if stage.startswith("rows:"):  # Ray: the counts line, then one line per running task
+            last_counts = stage
+        progress(fraction, desc=" · ".join(line.strip() for line in name.splitlines()))
 
     try:
         guard.cancel.clear()
@@ -208,6 +224,8 @@ def run_comparison(recipes: list[str], params_text: str, backbone: str, with_ide
         guard.cancel.clear()
         guard.busy.release()
     lines = [f"**Run finished in {time.time() - started:.1f} s** ({'all ok' if outcome.ok else 'with errors'})", ""]
+    if values.executor != "local":  # the executor's last progress line: its counts of rows
+        lines[1:1] = [f"On {values.executor}: {last_counts}", ""]
     for name, s in outcome.status.items():
         if s.get("ok"):
             lines.append(f"- `{name}`: ok, {s.get('images')} images, {s.get('seconds')} s")

@@ -21,6 +21,7 @@ DEFAULT_BACKBONE = "tiny-face"
 DEFAULT_ENCODERS = ["sface"]  # the fastest encoder that ships its weights
 DEFAULT_ATTACKS = ["loss"]  # the cheapest attack; PIA and SecMI cost extra model calls per photo
 PHOTO_CHOICES = ("clean", "protected", "both")  # train on the photos as taken, Anti-DreamBooth-protected, or each
+ENCRYPT = True  # every app subject is encrypted at rest; erasure destroys its key (docs/LIFECYCLE.md)
 PARAMS_HEADER = ("# Parameters of each ticked recipe, filled in with the recipe's defaults: edit them here.\n"
                  "# YAML or JSON: recipe name -> {parameter: value}.\n")
 
@@ -42,6 +43,7 @@ class RecipeForm:
     photos: str = "clean"  # one of PHOTO_CHOICES
     protect_epsilon: float = 0.05  # Anti-DreamBooth L-inf budget ([-1, 1] scale), when photos are protected
     protect_rounds: int = 10  # ASPL rounds (the paper: 50; each is seconds on a CPU at 64 px)
+    executor: str = "local"  # one of workbench.executors' names: "local" (this process) or "ray"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -159,7 +161,8 @@ def spec_data(subject: dict, form: RecipeForm, retention_days: int) -> dict[str,
         "device": "auto", "recipes": entries, "prompts": prompts, "images_per_prompt": form.images_per_prompt,
         "sampling": {"steps": form.sampling_steps, "batch_size": 8},
         "metrics": {"encoders": list(form.encoders), "mia_attacks": list(form.mia_attacks)},
-        "tracking": {"wandb": form.wandb}, "retention": {"default_days": retention_days},
+        "tracking": {"wandb": form.wandb}, "retention": {"default_days": retention_days, "encrypt": ENCRYPT},
+        "execution": {"executor": form.executor},
     }
 
 

@@ -47,7 +47,7 @@ class RunGuard:
 # State
 
 def _path(sid: str):
-    return paths.subject_dir(sid) / STATE_FILE
+    return paths.stored_subject_dir(sid) / STATE_FILE  # bookkeeping: plain also when the subject is encrypted
 
 
 def state(sid: str) -> dict:
@@ -100,7 +100,7 @@ def end_anonymous(sid: str):
     g.cancel.set()
     with g.busy:  # the run stops at its next step or stage; nothing may write into the subject while it is erased
         try:
-            if not paths.subject_dir(sid).exists():
+            if not paths.stored_subject_dir(sid).exists():
                 return None
             with acting_as(sid):
                 receipt = erase(sid)

@@ -153,6 +153,9 @@ def build_ui() -> gr.Blocks:
             with gr.Row():
                 run_btn = gr.Button("Run comparison", variant="primary", scale=3)
                 cancel_btn = gr.Button("Cancel", variant="stop", scale=1)
+            executor = gr.Radio(label="Run on", choices=["local", "ray"], value="local",
+                                info="local: in this process; ray: one Ray task per recipe row (a local Ray on "
+                                     "127.0.0.1, or the cluster in RAY_ADDRESS), live lines per task")
             run_md = gr.Markdown()
         with gr.Tab("Results", id="results"):
             results_btn = gr.Button("Show results")
@@ -190,7 +193,7 @@ def build_ui() -> gr.Blocks:
         intake_btn.click(cb.intake_photos, [files, demo_name, consent, days], [intake_md, crops, rejected],
                          api_name="intake")
         run_inputs = [r[k] for k in ("recipes", "params", "backbone", "with_id", "without_id", "images", "sampling",
-                                     "encoders", "attacks", "wandb", "photos", "epsilon", "rounds")]
+                                     "encoders", "attacks", "wandb", "photos", "epsilon", "rounds")] + [executor]
         run_event = run_btn.click(cb.run_comparison, run_inputs, [run_md], api_name="run", concurrency_limit=1)
         cancel_btn.click(cb.cancel_run, None, [run_md], api_name="cancel_run", cancels=[run_event])
         results_btn.click(cb.show_results, None, [table, figures], api_name="results")

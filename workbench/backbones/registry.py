@@ -1,7 +1,8 @@
 """Backbones by name: the shipped ``tiny-face`` or any diffusers model id / local folder.
 
 Every backbone loads through :func:`load_backbone` into a real ``StableDiffusionPipeline`` (or the
-SDXL pipeline for SDXL ids), so the tiny CPU model and SD 1.5 share one code path.
+``StableDiffusionXLPipeline`` its ``model_index.json`` names, e.g. SDXL ids or a folder written by
+``workbench backbones build-random sdxl``), so the tiny CPU model, SD 1.5 and SDXL share one code path.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ def load_backbone(name: str, device: str = "cpu", dtype=None):
     source = resolve_backbone(name)
     dtype = dtype or torch.float32
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    kwargs = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    index = Path(source) / "model_index.json"  # SDXL pipelines have no safety checker to turn off
+    has_checker = not index.exists() or "safety_checker" in json.loads(index.read_text())
+    kwargs = dict(dtype=dtype) | (dict(safety_checker=None, requires_safety_checker=False) if has_checker else {})
     try:
         pipe = DiffusionPipeline.from_pretrained(source, local_files_only=offline, **kwargs)
     except (OSError, ValueError) as exc:

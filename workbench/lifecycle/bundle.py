@@ -101,6 +101,9 @@ def leakage_scores(run_dir: Path | None, label: str, seed: int | None = None) ->
 
 
 def _deadline(folder: Path, subject_id: str) -> str:
+    from workbench.lifecycle.sealed import at_rest
+
+    folder = at_rest(folder)  # the manifest names the store's paths
     times = [a.expires for a in manifest.live(subject_id) if manifest.resolve(a.path).is_relative_to(folder)]
     return _iso(max(times)) if times else "unknown (not in the subject's manifest)"
 
@@ -245,8 +248,10 @@ def _copy_member(tar: tarfile.TarFile, m: tarfile.TarInfo, dest: Path, expected:
 
 
 def import_bundle(tar_path: Path, subject_id: str | None = None, max_bytes: int = MAX_BUNDLE_BYTES) -> Path:
-    """Validate and restore a bundle; returns the model folder (pass it to ``load_personalised``)."""
-    from workbench.content import param_hash
+    """Validate and restore a bundle; returns the model folder (pass it to ``load_personalised``; for an encrypted
+    subject it holds ciphertext: load it from ``with sealed.opened(folder) as plain``)."""
+    from workbench.lifecycle import sealed
+    from workbench.lifecycle.erasure import working_on
     from workbench.recipes.artifacts import DONE, read_done
 
     tar_path = Path(tar_path)
@@ -285,26 +290,35 @@ def import_bundle(tar_path: Path, subject_id: str | None = None, max_bytes: int 
         digest = str(meta.get("param_hash", ""))
         if not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise UserError(f"{tar_path}: {META} has no valid param_hash")
-        dest = paths.subject_dir(subject_id) / "models" / f"imported-{digest[:16]}"
-        if (dest / ARTIFACT / DONE).is_file() and read_done(dest)["param_hash"] == digest:
-            return dest  # already imported
-        dest.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=dest, prefix=".import-"))
-        try:
-            for name in sorted(present):
-                _copy_member(tar, members[name], tmp / name[len(ARTIFACT) + 1:], meta["files"][name])
-            done = read_done(tmp)
-            if done.get("param_hash") != digest or param_hash(tmp) != digest:
-                raise UserError(f"{tar_path}: the weights do not match the bundle's param_hash")
-            shutil.rmtree(dest / ARTIFACT, ignore_errors=True)
-            os.replace(tmp, dest / ARTIFACT)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    record = {"bundle_sha256": manifest.sha256_file(tar_path), "source_subject": meta.get("subject_id"),
-              "param_hash": digest, "imported": _iso(time.time())}
-    manifest.write_bytes(subject_id, "record", dest / "imported.json", json.dumps(record, indent=1).encode())
-    for f in sorted(p for p in (dest / ARTIFACT).rglob("*") if p.is_file()):
-        manifest.register(subject_id, "record" if f.name == DONE else "weights", f)
+        with working_on(subject_id, must_exist=False):  # an encrypted subject: sealed into its store at the end
+            dest = sealed.pull(paths.subject_dir(subject_id) / "models" / f"imported-{digest[:16]}")
+            if (dest / ARTIFACT / DONE).is_file() and read_done(dest)["param_hash"] == digest:
+                return sealed.at_rest(dest)  # already imported
+            _restore(tar, members, present, meta, dest, digest, tar_path)
+            record = {"bundle_sha256": manifest.sha256_file(tar_path), "source_subject": meta.get("subject_id"),
+                      "param_hash": digest, "imported": _iso(time.time())}
+            manifest.write_bytes(subject_id, "record", dest / "imported.json", json.dumps(record, indent=1).encode())
+            for f in sorted(p for p in (dest / ARTIFACT).rglob("*") if p.is_file()):
+                manifest.register(subject_id, "record" if f.name == DONE else "weights", f)
     audit_log.append("import", subject_id, sha256=record["bundle_sha256"])
-    return dest
+    return sealed.at_rest(dest)
+
+
+def _restore(tar, members: dict, present: set[str], meta: dict, dest: Path, digest: str, tar_path: Path) -> None:
+    """The bundle's ``artifact/`` into ``dest``, checked against its hashes and ``param_hash``, atomically."""
+    from workbench.content import param_hash
+    from workbench.recipes.artifacts import read_done
+
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest, prefix=".import-"))
+    try:
+        for name in sorted(present):
+            _copy_member(tar, members[name], tmp / name[len(ARTIFACT) + 1:], meta["files"][name])
+        done = read_done(tmp)
+        if done.get("param_hash") != digest or param_hash(tmp) != digest:
+            raise UserError(f"{tar_path}: the weights do not match the bundle's param_hash")
+        shutil.rmtree(dest / ARTIFACT, ignore_errors=True)
+        os.replace(tmp, dest / ARTIFACT)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -127,9 +127,11 @@ def _model_for(run_dir: Path, label: str, seed: int | None) -> tuple[Path, int |
 
 def _cmd_export(args) -> int:
     from workbench.lifecycle.bundle import export_bundle
+    from workbench.lifecycle.sealed import opened
 
     model, seed = _model_for(args.run_dir, args.label, args.seed)
-    out = export_bundle(model, args.out, run_dir=args.run_dir, label=args.label, seed=seed)
+    with opened(model) as model:  # an encrypted subject's model: its decrypted working copy
+        out = export_bundle(model, args.out, run_dir=args.run_dir, label=args.label, seed=seed)
     print(out)
     return 0
 

@@ -169,24 +169,37 @@ def erasure_requested(subject_id: str) -> bool:
 
 
 @contextmanager
-def working_on(subject_ids: str | list[str], must_exist: bool = True) -> Iterator[None]:
+def working_on(subject_ids: str | list[str], must_exist: bool = True, decrypt: bool = True) -> Iterator[None]:
     """Hold the subjects' work locks shared for the block (any number of processes, on any node of a shared
     data root); :func:`erase` takes the lock exclusive, so it waits for the block to end, and the block
     cannot start while an erasure is asked for or running (:class:`ErasureInProgress`). ``must_exist``:
-    the subject folder must exist (work that continues an earlier step: its absence means it was erased)."""
+    the subject folder must exist (work that continues an earlier step: its absence means it was erased).
+
+    It is also the boundary of encryption at rest: an encrypted subject is opened as a plaintext working copy
+    for the block and sealed back into the store when it ends (:mod:`.sealed`); ``decrypt=False`` for work that
+    does not touch the subject's folder (e.g. writing a run file), which then only holds the lock."""
+    from workbench.lifecycle import sealed
+
     ids = sorted({subject_ids} if isinstance(subject_ids, str) else set(subject_ids))
-    fds = []
+    fds, opened = [], []
     try:
         for sid in ids:
             fds.append(_subject_lock(sid, fcntl.LOCK_SH if fcntl else 0))
             if erasure_requested(sid):
                 raise ErasureInProgress(f"subject {sid} is being erased: its work stops")
-            if must_exist and not paths.subject_dir(sid).is_dir():
+            if must_exist and not paths.stored_subject_dir(sid).is_dir():
                 raise ErasureInProgress(f"subject {sid} was erased while the run was going on: its work stops")
+        for sid in ids if decrypt else []:
+            if sealed.open_subject(sid):
+                opened.append(sid)
         yield
     finally:
-        for fd in fds:
-            os.close(fd)
+        try:
+            for sid in opened:
+                sealed.close_subject(sid)
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 def erase(subject_id: str, verify: bool = True) -> Receipt:
@@ -263,7 +276,7 @@ def _execute(subject_id: str, plan: dict, resumed: bool, verify: bool) -> Receip
         _write_journal(subject_id, plan)
     for f in plan["copies"]:
         _unlink(Path(f), touched)
-    subject_dir = paths.subject_dir(subject_id)
+    subject_dir = paths.stored_subject_dir(subject_id)
     for folder in sorted(owned, key=lambda f: f == subject_dir):  # 4. folders; the subject folder last
         if not folder.exists() or stores.is_protected(folder):
             continue

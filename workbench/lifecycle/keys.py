@@ -5,10 +5,10 @@ The key lives in ``$WORKBENCH_HOME/keys/<subject>.key`` (mode 0600, folder 0700)
 decrypt rather than giving wrong bytes. Once the key file is gone, every copy of the ciphertext (on a
 backup, a synced folder, a disk image) is unreadable, which deleting files alone cannot promise.
 
-The subject's ``retention.json`` may say ``{"encrypt": true}`` (:func:`encryption_enabled`). The
-workbench's own writers do **not** encrypt yet (training and metrics read plain PNGs and weights);
-use :func:`encrypt_file` for what leaves the machine or goes to backups (e.g. exported bundles,
-photo archives). See docs/LIFECYCLE.md for the threat model.
+The subject's ``retention.json`` may say ``{"encrypt": true}`` (:func:`encryption_enabled`; spec
+``retention.encrypt``, on for the app): then every file of its folder is ciphertext at rest and work
+reads a plaintext working copy (:mod:`.sealed`). :func:`encrypt_file` encrypts one file for what leaves
+the machine (e.g. an archive). See docs/LIFECYCLE.md for the threat model.
 """
 
 from __future__ import annotations
@@ -66,18 +66,28 @@ def encrypt_bytes(subject_id: str, data: bytes) -> bytes:
     return _fernet(ensure_key(subject_id)).encrypt(data)
 
 
-def decrypt_bytes(subject_id: str, token: bytes) -> bytes:
-    """Plaintext of ``token``; :class:`KeyUnavailable` once the key is destroyed, UserError if tampered."""
+def fernet(subject_id: str):
+    """The subject's ``Fernet``; :class:`KeyUnavailable` when it has no key (destroyed by erasure)."""
     path = key_path(subject_id)
     if not path.is_file():
         raise KeyUnavailable(f"subject {subject_id!r} has no encryption key (destroyed by erasure, or never "
                              "created): the data cannot be decrypted")
+    return _fernet(path.read_bytes().strip())
+
+
+def tampered(subject_id: str) -> UserError:
+    return UserError(f"the ciphertext is not subject {subject_id!r}'s, or was modified")
+
+
+def decrypt_bytes(subject_id: str, token: bytes) -> bytes:
+    """Plaintext of ``token``; :class:`KeyUnavailable` once the key is destroyed, UserError if tampered."""
     from cryptography.fernet import InvalidToken
 
+    f = fernet(subject_id)
     try:
-        return _fernet(path.read_bytes().strip()).decrypt(token)
+        return f.decrypt(token)
     except InvalidToken:
-        raise UserError(f"the ciphertext is not subject {subject_id!r}'s, or was modified") from None
+        raise tampered(subject_id) from None
 
 
 def encrypt_file(subject_id: str, src: Path, dst: Path | None = None, kind: str | None = None) -> Path:

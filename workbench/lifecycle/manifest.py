@@ -72,7 +72,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def manifest_path(subject_id: str) -> Path:
-    return paths.subject_dir(subject_id) / "manifest.jsonl"
+    return paths.stored_subject_dir(subject_id) / "manifest.jsonl"
 
 
 def resolve(rel: str) -> Path:
@@ -82,7 +82,11 @@ def resolve(rel: str) -> Path:
 
 
 def _rel(path: Path) -> str:
-    path = Path(path).resolve()
+    """How a manifest line names ``path``: relative to the data root when inside it, else absolute; a path in an
+    encrypted subject's working copy is named by its place in the store (:func:`.sealed.at_rest`)."""
+    from workbench.lifecycle.sealed import at_rest
+
+    path = at_rest(Path(path).resolve())
     try:
         return str(path.relative_to(paths.home()))
     except ValueError:
@@ -120,8 +124,11 @@ def _append(subject_id: str, lines: list[dict]) -> None:
 
 
 def register(subject_id: str, kind: str, path: Path) -> Artifact:
-    """Record an artifact that has just been written (files) or every file under it (folders)."""
-    from workbench.lifecycle import audit_log, policy
+    """Record an artifact that has just been written (files) or every file under it (folders).
+
+    A file in an encrypted subject's working copy is sealed into the store at once (:mod:`.sealed`); its line
+    gives the store path and the plaintext's sha256 and size."""
+    from workbench.lifecycle import audit_log, policy, sealed
 
     if kind not in KINDS:
         raise ValueError(f"unknown artifact kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -133,6 +140,7 @@ def register(subject_id: str, kind: str, path: Path) -> Artifact:
     for f in files:
         now = time.time()
         arts.append(Artifact(kind, _rel(f), sha256_file(f), f.stat().st_size, now, policy.deadline(rules, kind, now)))
+    sealed.seal_files(files)
     _append(subject_id, [asdict(a) for a in arts])
     last = arts[-1] if arts else None
     audit_log.append("register", subject_id, sha256=last.sha256 if len(arts) == 1 else None, count=len(arts),

@@ -71,11 +71,15 @@ def receipts_for(subject_id: str) -> list[dict]:
 
 
 def _read_json(path: Path) -> dict | None:
+    """A small JSON record, decrypted when it is ciphertext in an encrypted subject's folder."""
+    from workbench.errors import UserError
+    from workbench.lifecycle.sealed import read_stored
+
     try:
-        if path.stat().st_size > MAX_MARKER_BYTES:
+        if path.stat().st_size > 2 * MAX_MARKER_BYTES:  # ciphertext is about 4/3 of the plaintext
             return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_stored(path))
+    except (OSError, ValueError, UserError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -142,7 +146,7 @@ def _topmost(folders: set[Path]) -> list[Path]:
 
 def owned_folders(subject_id: str, marker_files: list[Path] | None = None) -> list[Path]:
     """The subject's folders: subject folder, model/run folders naming it, folders registered whole."""
-    found = {paths.subject_dir(subject_id)}
+    found = {paths.stored_subject_dir(subject_id)}
     if marker_files is None:
         marker_files = [p for _, p in stores.walk_files() if p.name in MARKERS]
     ancestors = set()
@@ -224,7 +228,7 @@ def verify_erasure(subject_id: str, log: bool = True, _erasing: bool = False) ->
         residual.append(_where(key_path(subject_id)) | {"reason": "the subject's encryption key still exists"})
     if paths.erasure_journal(subject_id).exists() and not _erasing:
         residual.append(_where(paths.erasure_journal(subject_id)) | {"reason": "an erasure is pending (interrupted)"})
-    known = bool(personal) or paths.subject_dir(subject_id).exists() or bool(receipts_for(subject_id))
+    known = bool(personal) or paths.stored_subject_dir(subject_id).exists() or bool(receipts_for(subject_id))
     result = {"ok": not residual, "subject": subject_id, "known": known, "residual": residual,
               "ledger_hashes": len(personal), "files_scanned": files,
               "stores": {k: str(v) for k, v in stores.stores().items()}, "cannot_see": list(CANNOT_SEE)}

@@ -1,15 +1,19 @@
-"""CLI: ``workbench extract`` — FineXtract against any personalised model folder, on its own.
+"""CLI: ``workbench extract`` — FineXtract against any personalised model file, on its own.
 
-    workbench extract --model DIR --base BACKBONE --train DIR --holdout DIR [--per-photo 50]
-        [--steps 50] [--guidance W] [--fix-term K] [--baseline-guidance 3.0] [--cache DIR]
-        [--encoder sface] [--device auto] [--json]
+    workbench extract --model FILE_OR_DIR --base BACKBONE --train DIR --holdout DIR [--per-photo 50]
+        [--steps 50] [--guidance W] [--fix-term K] [--baseline-guidance 3.0] [--prompt TEXT] [--subject ID]
+        [--cache DIR] [--encoder sface] [--device auto] [--json]
 
-``--model`` is a run or artifact folder with DONE.json (a workbench recipe, or an imported vendor
-bundle); ``--base`` the backbone it loads on (default: the one its DONE.json records). ``--train``
-holds the photos to look for (the fine-tuning photos, aligned crops as intake writes them),
-``--holdout`` other photos of the same person, never trained on: the control. Generations are cached
-under ``--cache`` by content key, so an interrupted command continues where it stopped. Definitions:
-:mod:`workbench.metrics.finextract`.
+``--model`` takes what ``workbench mia --model`` takes (:mod:`workbench.modelfile.loading`): a diffusers or
+kohya LoRA ``.safetensors``, a textual-inversion embedding, a diffusers pipeline folder (a full
+fine-tune), a workbench run or artifact folder, or a ``.tar``/``.zip`` of one; ``--base`` the backbone
+it loads on (FineXtract's base branch; required unless the model records it). The caption c is the one
+the model records (DONE.json), else ``--prompt``, else "a photo of TOKEN person" for an embedding.
+``--train`` holds the photos to look for (the fine-tuning photos, aligned crops as intake writes them),
+``--holdout`` other photos of the same person, never trained on: the control. Generations are kept
+under ``--cache`` (default: the owner's folder in the workbench store) by content key and registered
+for erasure with ``--subject`` or a pseudonymous id, so an interrupted command continues where it
+stopped. Definitions: :mod:`workbench.metrics.finextract`.
 """
 
 from __future__ import annotations
@@ -38,9 +42,8 @@ def run_extract(args: argparse.Namespace) -> dict:
     from workbench import paths
     from workbench.device import resolve_device
     from workbench.metrics.finextract import FineXtractParams, run_finextract
-    from workbench.recipes.artifacts import artifact_dir
+    from workbench.modelfile.loading import open_model, owner_id
 
-    folder = artifact_dir(args.model)  # fails early, with what to do, when it is not a finished model
     train = _photos(args.train, "train")
     holdout = _photos(args.holdout, "holdout", required=False)
     try:
@@ -49,10 +52,16 @@ def run_extract(args: argparse.Namespace) -> dict:
                                   batch_size=args.batch_size, seed=args.seed)
     except ValueError as exc:
         raise UserError(f"bad FineXtract option: {exc}") from None
-    cache = args.cache or paths.home() / "cache" / "extraction"
-    return run_finextract(folder, train, holdout, cache, base=args.base, params=params,
-                          device=resolve_device(args.device), encoder=args.encoder or None,
-                          n_resamples=args.resamples, progress=not args.json)
+    if not args.model.exists():
+        raise UserError(f"--model {args.model}: no such file or folder")
+    owner = args.subject or owner_id(args.model)
+    cache = args.cache or paths.subject_dir(owner) / "extraction"
+    with open_model(args.model, owner) as model:  # an archive is checked and extracted once, removed at the end
+        result = run_finextract(model, train, holdout, cache, base=args.base, params=params,
+                                device=resolve_device(args.device), encoder=args.encoder or None, subject_id=owner,
+                                n_resamples=args.resamples, progress=not args.json, caption=args.prompt)
+    result |= {"model": model.describe(), "owner": owner}
+    return result
 
 
 def _ci(m: dict) -> str:
@@ -77,12 +86,18 @@ def summary_table(r: dict) -> str:
         lines.append(f"{method:<11} {r['queries_per_image'][method]:>14}  {m['n_clusters']:>8}  {_ci(x['rate']):<24} "
                      f"{_ci(x['avg_similarity']):<24} {_ci(x['best_registered_l2']):<24} "
                      f"{_ci(x['holdout_rate']):<24} {_ci(x['holdout_avg_similarity'])}")
+    lines.append("every generation a candidate (no clustering): " + "; ".join(
+        f"{method} avg similarity {_ci(m['all_generations']['avg_similarity'])}, best reg. l2 "
+        f"{_ci(m['all_generations']['best_registered_l2'])}" for method, m in r["methods"].items()))
     d = r.get("difference")
     if d:
         lines += ["", "paired over train photos (FineXtract vs plain, > 0: FineXtract closer): "
                       f"similarity {_ci(d['avg_similarity'])}, registered l2 {_ci(d['registered_l2'])}, "
-                      f"rate {_ci(d['rate'])}"]
+                      f"rate {_ci(d['rate'])}; no clustering: similarity {_ci(d['all_generations_avg_similarity'])}"]
     lines.append(f"n = {r['n_train']} train photos; {r['seconds']} s")
+    if r.get("owner", "").startswith("model-"):
+        lines.append(f"generations registered for erasure with the pseudonymous id {r['owner']} "
+                     f"(`workbench erase {r['owner']}`)")
     return "\n".join(lines)
 
 
@@ -97,8 +112,15 @@ def add_commands(sub) -> None:
                        description="Model-guided extraction (FineXtract, Wu et al. ICML 2025) against a personalised "
                                    "model folder and its base, with plain sampling from the same latents as the "
                                    "baseline and holdout photos as the control.")
-    p.add_argument("--model", type=Path, required=True, help="run or artifact folder (with DONE.json)")
-    p.add_argument("--base", help="backbone the model loads on (default: the one in its DONE.json)")
+    p.add_argument("--model", type=Path, required=True, metavar="FILE_OR_DIR",
+                   help="a diffusers or kohya LoRA .safetensors, a textual-inversion embedding, a diffusers folder, "
+                        "a workbench run/artifact folder or a .tar/.zip of one")
+    p.add_argument("--base", help="backbone the model loads on, FineXtract's base branch (default: the one in its "
+                                  "DONE.json; required for a vendor's file)")
+    p.add_argument("--prompt", help="the training caption c when the model does not record it "
+                                    "(e.g. 'a photo of sks person'; {identifier} is filled with a TI token)")
+    p.add_argument("--subject", help="the subject id whose manifest the generations are registered in "
+                                     "(default: a pseudonymous id of the model file)")
     p.add_argument("--train", type=Path, required=True, help="folder of the fine-tuning photos (aligned crops)")
     p.add_argument("--holdout", type=Path, help="folder of other photos of the person, never trained on (control)")
     p.add_argument("--per-photo", type=int, default=50, help="generations per training photo (default 50)")
@@ -109,7 +131,8 @@ def add_commands(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="images per UNet call (default 16)")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting latents and bootstrap (default 0)")
     p.add_argument("--encoder", default="sface", help="identity encoder ('' for none; default sface)")
-    p.add_argument("--cache", type=Path, help="where generations are kept (default $WORKBENCH_HOME/cache/extraction)")
+    p.add_argument("--cache", type=Path,
+                   help="where generations are kept (default: the owner's folder in the workbench store)")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")

@@ -24,17 +24,22 @@ starting latents, so paired differences are the attack's alone. Also 2 UNet call
 
 **Clustering into candidates** (the paper's Sec. 4.3, authors' ``Cluster.py``): N = ``per_photo`` × N₀
 generations (N₀ = number of training photos); a graph with an edge where similarity ≥ τ; remove the
-largest clique repeatedly until the graph is empty (every generation lands in one clique); starting
-from τ = the 25th percentile of the pair similarities (floored to 0.01) raise τ by 0.01 until there are
-at least N₀ cliques (and, in place of the authors' 30 s enumeration timeout, which also raised τ, until
-the graph has no more maximal cliques than nodes: :func:`tractable`); each clique's member nearest its
-mean descriptor is one candidate. Largest cliques are exact (networkx ``max_weight_clique``) up to
-:data:`EXACT_CLIQUE_NODES` nodes, networkx's approximation above that.
+largest clique (the largest of networkx's maximal cliques) repeatedly until the graph is empty (every
+generation lands in one clique); starting from τ = the 25th percentile of the pair similarities (floored
+to 0.01) raise τ by 0.01 until there are at least N₀ cliques and (in place of the authors' 30 s
+enumeration timeout, which also raised τ) the graph has no more maximal cliques than nodes
+(:func:`tractable`). Each clique's member nearest its mean descriptor is one candidate. The number of
+candidates is an outcome, not a setting: a method whose generations are more varied gets more of them.
+Clustering descriptor: the authors use SSCD (Pizzi et al., CVPR 2022) cosine; no SSCD model is available
+offline here (:data:`COPY_SIMILARITY_UNAVAILABLE`), so it is *pixel correlation*: the cosine between
+mean-centred RGB pixel vectors at the generation size.
 
-**Descriptor** (clustering and similarity): the authors use SSCD (Pizzi et al., CVPR 2022) cosine;
-no SSCD model is available offline here (:data:`COPY_SIMILARITY_UNAVAILABLE`), so the descriptor is
-*pixel correlation*: the cosine between mean-centred RGB pixel vectors at the generation size
-(1 = the same image up to brightness and contrast). Stated in every result (``descriptor``).
+**Matching** candidates to photos (the extraction criterion of the memorisation metrics): each candidate
+is registered onto each photo (ECC affine warp, :func:`~workbench.metrics.memorization.registered_matrices`)
+and compared over the central region, with the photo *and its mirror image*: training sees every photo
+and its horizontal flip (:func:`workbench.diffusion.encode_images`), so a mirrored copy is a copy.
+Similarity = registered pixel correlation (1 = the same image up to brightness and contrast). Stated in
+every result (``descriptor``).
 
 **Metrics** per method, over the subject's training photos (the resampled unit; bootstrap CI, n):
 
@@ -48,6 +53,8 @@ no SSCD model is available offline here (:data:`COPY_SIMILARITY_UNAVAILABLE`), s
   rate and average similarity are what the attack achieves without membership.
 - **Paired difference** FineXtract − plain over training photos (same latents): similarity, and
   registered ℓ2 (plain − FineXtract, positive = FineXtract closer), each with its CI.
+- ``all_generations``: the best match with *every* generation a candidate (the authors'
+  ``best_cluster_measurement``): what the guidance does, before the clustering keeps one image per clique.
 """
 
 from __future__ import annotations
@@ -70,7 +77,8 @@ from workbench.metrics.memorization import (
     DELTA_PROVENANCE,
     DELTA_REGISTERED_L2,
     as_float,
-    registered_l2_matrix,
+    mirrored,
+    registered_matrices,
 )
 from workbench.metrics.registry import MetricDef, declare
 from workbench.metrics.stats import Metric, bootstrap_mean, empty, share_note
@@ -85,8 +93,8 @@ Kind = Literal["full", "adapter", "embedding", "none"]
 AUTHORS_DEFAULTS: dict[str, tuple[float, float]] = {"full": (3.0, -0.02), "none": (3.0, -0.02),
                                                     "adapter": (5.0, 0.0), "embedding": (5.0, 0.0)}
 BASELINE_GUIDANCE = 3.0  # the authors' plain-sampling baseline: the fine-tuned pipeline at cfg 3.0
-EXACT_CLIQUE_NODES = 400  # exact largest clique up to this many nodes; networkx's approximation above
-DESCRIPTOR = ("pixel correlation: cosine of mean-centred RGB pixel vectors at the generation size "
+DESCRIPTOR = ("clustering: pixel correlation (cosine of mean-centred RGB pixel vectors at the generation size); "
+              "matching: the same after ECC registration onto the photo or its mirror image, central region "
               "(SSCD, the authors' descriptor, is not available offline)")
 PAPER = ("Wu, Zhang & Wu, Revealing the Unseen: Guiding Personalized Diffusion Models to Expose Training "
          "Data, ICML 2025")
@@ -100,7 +108,7 @@ declare(
               "to it than to any holdout photo", _TRAIN, required=False, main=False),
     MetricDef("extraction.finextract.avg_similarity", "FineXtract avg similarity", "lower_is_better",
               "memorization", PAPER + ", Sec. 5 (AS)",
-              "mean over train photos of max over candidates of pixel correlation", _TRAIN,
+              "mean over train photos of max over candidates of registered pixel correlation", _TRAIN,
               required=False, main=False),
     MetricDef("extraction.plain.rate", "Plain-sampling extraction rate", "lower_is_better", "memorization",
               PAPER + ", baseline (cfg 3.0, same latents)", "as extraction.finextract.rate, plain sampling",
@@ -235,40 +243,95 @@ def artifact_kind(files: dict) -> Kind:
     return "none"
 
 
-def load_pair(artifact: str | Path, base: str | None = None, device: str = "cpu", amp="auto") -> ModelPair:
-    """Load a personalised artifact (run or artifact folder) and its base branch, as a user would."""
+def model_kind(model) -> Kind:
+    """What a :class:`~workbench.modelfile.loading.ModelFile` holds, as FineXtract's base branch needs it."""
+    if model.kind == "workbench-artifact":
+        return artifact_kind(model.done["files"])
+    if model.kind == "pipeline":
+        return "full"
+    return "adapter" if "lora" in model.kind else "embedding"
+
+
+def model_caption(model, caption: str | None = None) -> str:
+    """c: the training caption the file records (DONE.json), else ``caption``, else "a photo of TOKEN person"."""
+    from workbench.errors import UserError
+
+    done = model.done or {}
+    if done.get("instance_prompt"):
+        return done["instance_prompt"]
+    ident = model.identifier
+    if caption:
+        return caption.replace("{identifier}", ident) if ident else caption
+    if ident:
+        return f"a photo of {ident} person"
+    raise UserError(f"--model {model.path.name} does not say what caption it was trained with: pass --prompt "
+                    "(e.g. 'a photo of sks person'; `workbench inspect` shows a kohya file's tag frequencies)")
+
+
+def _base_name(model, base: str | None) -> str | None:
+    return base or (model.done or {}).get("base")
+
+
+@contextlib.contextmanager
+def _opened(model, owner: str | None = None):
+    """A :class:`~workbench.modelfile.loading.ModelFile` as given, or a path opened with ``open_model``."""
+    from workbench.modelfile.loading import ModelFile, open_model
+
+    if isinstance(model, ModelFile):
+        yield model
+    else:
+        with open_model(model, owner) as opened:
+            yield opened
+
+
+def load_pair(model, base: str | None = None, device: str = "cpu", amp="auto", caption: str | None = None) -> ModelPair:
+    """Load a personalised model and its base branch, as a user would.
+
+    ``model``: a workbench run or artifact folder, or any file ``workbench mia --model`` takes (a diffusers or
+    kohya LoRA, a textual-inversion embedding, a diffusers folder, a ``.tar`` of one: loaded on ``base`` by
+    :func:`workbench.modelfile.loading.load_model`), or an opened ``ModelFile``."""
     from workbench.backbones.registry import load_backbone
     from workbench.device import autocast_dtype
     from workbench.errors import UserError
-    from workbench.recipes.artifacts import artifact_dir, load_personalised, read_done
+    from workbench.modelfile.loading import load_model
 
-    folder = artifact_dir(artifact)
-    done = read_done(folder)
-    kind = artifact_kind(done["files"])
-    amp = autocast_dtype(device) if amp == "auto" else amp
-    pipe = load_personalised(base, folder, device)
+    with _opened(model) as mf:
+        kind, base_name = model_kind(mf), _base_name(mf, base)
+        if kind == "full" and not base_name:
+            raise UserError(f"--model {mf.path.name} is a whole fine-tuned pipeline: FineXtract also needs the base "
+                            "it was fine-tuned from (pass --base)")
+        pipe = load_model(mf, base, device)
+        recipe = (mf.done or {}).get("recipe") or mf.kind
+        pair = ModelPair(pipe=pipe, kind=kind, recipe=recipe, caption=model_caption(mf, caption),
+                         amp=autocast_dtype(device) if amp == "auto" else amp)
     if getattr(pipe, "text_encoder_2", None) is not None:
         raise UserError("SDXL pipelines are not supported yet: FineXtract here conditions on one CLIP text encoder")
-    pair = ModelPair(pipe=pipe, kind=kind, recipe=done["recipe"], caption=done["instance_prompt"], amp=amp,
-                     adapters="lora" in done["files"])
+    pair.adapters = any(getattr(m, "_hf_peft_config_loaded", False) for m in (pipe.unet, pipe.text_encoder))
     if kind == "full":
-        base_pipe = load_backbone(base or done["base"], device)
+        base_pipe = load_backbone(base_name, device)
         if base_pipe.unet.config.sample_size != pipe.unet.config.sample_size:
-            raise UserError(f"base {base or done['base']} does not match the fine-tuned UNet's sample size")
+            raise UserError(f"base {base_name} does not match the fine-tuned UNet's sample size")
         pair.base_unet = base_pipe.unet
         pair.base_pipe = base_pipe
     pipe.unet.eval()
     return pair
 
 
-def model_identity(artifact: str | Path, base: str | None) -> dict:
-    """What the generations are a function of: the artifact's tensors and the base's weights."""
-    from workbench.content import base_key
-    from workbench.recipes.artifacts import artifact_dir, read_done
+def model_identity(model, base: str | None, caption: str | None = None) -> dict:
+    """What the generations are a function of: the model's tensors (or files), the caption and the base."""
+    from workbench.content import base_key, weights_fingerprint
+    from workbench.lifecycle.manifest import sha256_file
 
-    done = read_done(artifact_dir(artifact))
-    return {"recipe": done["recipe"], "param_hash": done["param_hash"], "caption": done["instance_prompt"],
-            "base": base_key(base or done["base"])}
+    with _opened(model) as mf:
+        done, base_name = mf.done or {}, _base_name(mf, base)
+        if done:
+            weights = done["param_hash"]
+        elif mf.kind == "pipeline":
+            weights = weights_fingerprint(str(mf.folder))
+        else:
+            weights = [sha256_file(mf.folder / name) for name in (mf.lora, mf.embedding) if name]
+        return {"recipe": done.get("recipe") or mf.kind, "param_hash": weights, "caption": model_caption(mf, caption),
+                "base": base_key(base_name) if base_name else None}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -380,29 +443,29 @@ class Clusters:
     thresholds_tried: int
 
 
-def _largest_clique(graph) -> list[int]:
+def _graph(sim: np.ndarray, tau: float):
     import networkx as nx
 
-    if graph.number_of_nodes() <= EXACT_CLIQUE_NODES:
-        clique, _ = nx.max_weight_clique(graph, weight=None)
-        return sorted(clique)
-    return sorted(nx.algorithms.approximation.max_clique(graph))
+    graph = nx.Graph()
+    graph.add_nodes_from(range(len(sim)))
+    rows, cols = np.nonzero(np.triu(sim >= tau, 1))
+    graph.add_edges_from(zip(rows.tolist(), cols.tolist(), strict=True))
+    return graph
 
 
 def clique_cover(sim: np.ndarray, tau: float) -> list[list[int]]:
-    """Edges where ``sim >= tau``; remove the largest clique until no node is left (authors' loop, min size 1)."""
+    """Edges where ``sim >= tau``; remove the largest clique until no node is left (authors' loop, min size 1).
+
+    The largest clique of each round is the largest of networkx's maximal cliques (``find_cliques``), the
+    first found on a tie, as in the authors' ``Cluster.py``."""
     import networkx as nx
 
-    n = len(sim)
-    graph = nx.Graph()
-    graph.add_nodes_from(range(n))
-    rows, cols = np.nonzero(np.triu(sim >= tau, 1))
-    graph.add_edges_from(zip(rows.tolist(), cols.tolist(), strict=True))
+    graph = _graph(sim, tau)
     out = []
     while graph.number_of_nodes():
-        clique = _largest_clique(graph)
-        out.append(clique)
-        graph.remove_nodes_from(clique)
+        largest = sorted(max(nx.find_cliques(graph), key=len))
+        out.append(largest)
+        graph.remove_nodes_from(largest)
     return out
 
 
@@ -410,18 +473,15 @@ def tractable(sim: np.ndarray, tau: float) -> bool:
     """Whether the graph at ``tau`` has at most as many maximal cliques as nodes.
 
     The deterministic stand-in for the authors' 30 s timeout on clique enumeration (``Cluster.py``,
-    ``run_with_timeout``: on a timeout τ += 0.01): a graph whose maximal cliques outnumber its nodes is
-    one where copies of different photos are still chained together, and τ is raised past it."""
+    ``run_with_timeout``: on a timeout τ += 0.01), which at their scale (500 generations) raises τ well past
+    the 25th percentile: a graph whose maximal cliques outnumber its nodes is one where copies of different
+    photos are still chained together, and τ is raised past it."""
     import itertools
 
     import networkx as nx
 
     n = len(sim)
-    graph = nx.Graph()
-    graph.add_nodes_from(range(n))
-    rows, cols = np.nonzero(np.triu(sim >= tau, 1))
-    graph.add_edges_from(zip(rows.tolist(), cols.tolist(), strict=True))
-    return sum(1 for _ in itertools.islice(nx.find_cliques(graph), n + 1)) <= n
+    return sum(1 for _ in itertools.islice(nx.find_cliques(_graph(sim, tau)), n + 1)) <= n
 
 
 def cluster_candidates(desc: np.ndarray, n_min: int, start_percentile: float = 25.0,
@@ -457,6 +517,16 @@ def cluster_candidates(desc: np.ndarray, n_min: int, start_percentile: float = 2
 # Matching candidates to the training photos (and to the holdout photos, the control)
 
 
+def registered_to(candidates: np.ndarray, photos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(registered ℓ2, registered pixel correlation), (C, P): each candidate against each photo or its mirror
+    image, whichever is nearer (training sees both: :func:`workbench.diffusion.encode_images`)."""
+    if not len(photos):
+        return np.zeros((len(candidates), 0)), np.zeros((len(candidates), 0))
+    l2, corr = registered_matrices(candidates, photos)
+    l2_m, corr_m = registered_matrices(candidates, mirrored(photos))
+    return np.minimum(l2, l2_m), np.maximum(corr, corr_m)
+
+
 def match(candidates: np.ndarray, train: np.ndarray, holdout: np.ndarray, delta: float = DELTA_REGISTERED_L2,
           encoder: str | None = "sface") -> dict:
     """Per training photo: best candidate by registered ℓ2, extracted or not, best similarity, identity.
@@ -464,10 +534,8 @@ def match(candidates: np.ndarray, train: np.ndarray, holdout: np.ndarray, delta:
     Images are float (N, S, S, 3) in [0, 1]. A training photo counts as extracted when a candidate is
     within δ of it *and* nearer to it than to every holdout photo (a copy of a non-member is not
     extraction of a member)."""
-    d_train = registered_l2_matrix(candidates, train)  # (C, T)
-    d_hold = registered_l2_matrix(candidates, holdout) if len(holdout) else np.full((len(candidates), 0), np.inf)
-    dc, dt, dh = descriptors(candidates), descriptors(train), descriptors(holdout) if len(holdout) else None
-    s_train = dc @ dt.T
+    d_train, s_train = registered_to(candidates, train)  # (C, T)
+    d_hold, s_hold = registered_to(candidates, holdout)  # (C, H)
     nearest_holdout = d_hold.min(axis=1) if d_hold.shape[1] else np.full(len(candidates), np.inf)
     within = (d_train <= delta) & (d_train < nearest_holdout[:, None])
     best = d_train.argmin(axis=0)
@@ -477,9 +545,9 @@ def match(candidates: np.ndarray, train: np.ndarray, holdout: np.ndarray, delta:
         "extracted": within.any(axis=0),
         "similarity": s_train.max(axis=0),
         "most_similar_candidate": s_train.argmax(axis=0),
-        "holdout_within_delta": (d_hold <= delta).any(axis=0) if d_hold.shape[1] else np.zeros(0, bool),
-        "holdout_similarity": (dc @ dh.T).max(axis=0) if dh is not None else np.zeros(0),
-        "holdout_best_registered_l2": d_hold.min(axis=0) if d_hold.shape[1] else np.zeros(0),
+        "holdout_within_delta": (d_hold <= delta).any(axis=0),
+        "holdout_similarity": s_hold.max(axis=0),
+        "holdout_best_registered_l2": d_hold.min(axis=0),
     }
     out["identity_similarity"] = np.full(len(train), np.nan)
     if encoder:
@@ -498,8 +566,8 @@ def _metrics(m: dict, n_train: int, n_holdout: int, kw: dict) -> dict[str, Metri
     ident = m["identity_similarity"][np.isfinite(m["identity_similarity"])]
     return {
         "rate": bootstrap_mean(m["extracted"].astype(float), note=note, **kw),
-        "avg_similarity": bootstrap_mean(m["similarity"], note="pixel correlation of each train photo to its "
-                                                               "most similar candidate", **kw),
+        "avg_similarity": bootstrap_mean(m["similarity"], note="registered pixel correlation of each train photo "
+                                                               "to its most similar candidate", **kw),
         "best_registered_l2": bootstrap_mean(m["best_registered_l2"], **kw),
         "identity_similarity": bootstrap_mean(ident, note=f"{len(ident)} of {n_train} train photos with a face "
                                                           "in both", empty_note="no face found", **kw),
@@ -517,9 +585,10 @@ def evaluate(generated: dict[str, list[np.ndarray]], train: Sequence[np.ndarray]
 
     ``generated``: method → RGB uint8 images (the same starting latents, in the same order). Returns
     per method the :class:`Metric` dicts (module docstring), the per-photo arrays, the candidates and
-    clusters, and ``difference``: paired FineXtract − plain over training photos."""
+    clusters, and ``difference``: paired FineXtract − plain over training photos. Photos are compared at the
+    generation size (resized to it, as the memorisation metrics do)."""
     params = params or FineXtractParams()
-    size = int(np.asarray(train[0]).shape[0])
+    size = int(np.asarray(next(iter(generated.values()))[0]).shape[0])  # the model's framing and size
     tr, ho = as_float(train, size), as_float(holdout, size) if len(holdout) else np.zeros((0, size, size, 3))
     n_min = n_min or len(tr)
     kw = {"n_resamples": n_resamples, "seed": seed}
@@ -527,6 +596,7 @@ def evaluate(generated: dict[str, list[np.ndarray]], train: Sequence[np.ndarray]
                     "delta": {"registered_l2": delta, "provenance": DELTA_PROVENANCE},
                     "n_train": len(tr), "n_holdout": len(ho), "methods": {}}
     per: dict[str, dict] = {}
+    every: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # per method: best l2 and similarity over all generations
     for method, images in generated.items():
         gen = as_float(images, size)
         clusters = cluster_candidates(descriptors(gen), n_min, params.start_percentile, params.tau_step)
@@ -534,8 +604,15 @@ def evaluate(generated: dict[str, list[np.ndarray]], train: Sequence[np.ndarray]
         m = match(cand, tr, ho, delta, encoder)
         per[method] = m
         metrics = _metrics(m, len(tr), len(ho), kw)
+        d_all, s_all = registered_to(gen, tr)
+        every[method] = (d_all.min(axis=0), s_all.max(axis=0))
         result["methods"][method] = {
             "metrics": {k: v.to_dict() for k, v in metrics.items()},
+            "all_generations": {  # the authors' "best clustering" bound: every generation a candidate
+                "avg_similarity": bootstrap_mean(every[method][1], **kw).to_dict(),
+                "best_registered_l2": bootstrap_mean(every[method][0], **kw).to_dict(),
+                "rate": bootstrap_mean((every[method][0] <= delta).astype(float), note="within delta only (no holdout "
+                                       "check)", **kw).to_dict()},
             "n_generations": len(gen), "n_clusters": len(clusters.clusters), "tau": clusters.tau,
             "thresholds_tried": clusters.thresholds_tried, "candidates": clusters.candidates,
             "cluster_sizes": [len(c) for c in clusters.clusters],
@@ -555,6 +632,9 @@ def evaluate(generated: dict[str, list[np.ndarray]], train: Sequence[np.ndarray]
                                             **kw).to_dict(),
             "rate": bootstrap_mean(fx["extracted"].astype(float) - pl["extracted"].astype(float),
                                    note="paired: FineXtract - plain extracted (0/1) per train photo", **kw).to_dict(),
+            "all_generations_avg_similarity": bootstrap_mean(
+                every["finextract"][1] - every["plain"][1], note="paired, every generation a candidate (no "
+                "clustering): the guidance's effect alone", **kw).to_dict(),
         }
     return result
 
@@ -584,34 +664,31 @@ def read_rgb(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def run_finextract(artifact: str | Path, train: Sequence[Path], holdout: Sequence[Path], cache: Path,
+def run_finextract(model, train: Sequence[Path], holdout: Sequence[Path], cache: Path,
                    base: str | None = None, params: FineXtractParams | None = None, device: str = "cpu",
                    encoder: str | None = "sface", subject_id: str | None = None, n_resamples: int = 2000,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, caption: str | None = None) -> dict:
     """FineXtract and plain sampling of one personalised model against the subject's photos.
 
-    Generates ``per_photo`` × len(train) images per method (cached in ``cache``, resumable), clusters,
-    matches, and returns :func:`evaluate`'s result plus the parameters, query cost and wall time."""
+    ``model``: what :func:`load_pair` takes. Generates ``per_photo`` × len(train) images per method
+    (cached in ``cache``, resumable), clusters, matches, and returns :func:`evaluate`'s result plus the
+    parameters, query cost and wall time."""
     from workbench.errors import UserError
 
     params = params or FineXtractParams()
     if not train:
         raise UserError("FineXtract needs the training photos (the photos to look for)")
     t0 = time.time()
-    pair = load_pair(artifact, base, device)
-    identity = model_identity(artifact, base)
+    with _opened(model, subject_id) as mf:
+        identity = model_identity(mf, base, caption)
+        pair = load_pair(mf, base, device, caption=caption)
     n = params.per_photo * len(train)
     files = generate(pair, n, params, Path(cache), identity, subject_id=subject_id, progress=progress)
     calls, kind = pair.calls, pair.kind
     del pair
     generated = {m: [read_rgb(f) for f in fs] for m, fs in files.items()}
-    tr = [read_rgb(p) for p in train]
-    size = tr[0].shape[0]
-    if generated["finextract"][0].shape[0] != size:
-        log.info("training photos are %d px, generations %d px: compared at %d px", size,
-                 generated["finextract"][0].shape[0], size)
-    result = evaluate(generated, tr, [read_rgb(p) for p in holdout], params=params, encoder=encoder,
-                      n_resamples=n_resamples, seed=params.seed)
+    result = evaluate(generated, [read_rgb(p) for p in train], [read_rgb(p) for p in holdout], params=params,
+                      encoder=encoder, n_resamples=n_resamples, seed=params.seed)
     w, k = params.resolved(kind)
     for method, fs in files.items():
         result["methods"][method]["files"] = [str(f) for f in fs]
@@ -622,20 +699,26 @@ def run_finextract(artifact: str | Path, train: Sequence[Path], holdout: Sequenc
     return result
 
 
-
 def measure_extraction(artifact: str | Path, train: Sequence[Path], holdout: Sequence[Path], gen_dir: Path,
                        base: str, params: FineXtractParams, device: str, encoder: str | None,
-                       subject_id: str | None) -> tuple[dict, dict]:
+                       subject_id: str | None, run_dir: Path | None = None) -> tuple[dict, dict]:
     """For a run's row: (the registered ``extraction.*`` keys, the details for the report).
 
     Generations go to ``gen_dir/finextract`` (registered in the subject's manifest); the details keep
-    per method the candidates' files, per-photo matches, metrics, the paired difference and the query
-    cost, not the full list of generations."""
+    per method the candidates' files (relative to ``run_dir`` when given, as the report reads them), the
+    per-photo matches (each with its best candidate's file and the training photo's store path), metrics,
+    the paired difference and the query cost, not the full list of generations."""
+    from workbench.lifecycle.sealed import at_rest
+
     res = run_finextract(artifact, train, holdout, Path(gen_dir) / "finextract", base=base, params=params,
                          device=device, encoder=encoder, subject_id=subject_id)
+
+    def rel(f: str) -> str:
+        return str(Path(f).relative_to(run_dir)) if run_dir is not None and Path(f).is_relative_to(run_dir) else f
+
     for m in res["methods"].values():
         files = m.pop("files")
-        m["candidate_files"] = [files[i] for i in m["candidates"]]
+        m["candidate_files"] = [rel(files[i]) for i in m["candidates"]]
         for p in m["per_photo"]:  # the best candidate beside its training photo (report gallery)
-            p["file"], p["train"] = files[p["best_candidate"]], str(train[p["train_index"]])
+            p["file"], p["train"] = rel(files[p["best_candidate"]]), str(at_rest(train[p["train_index"]]))
     return flat_metrics(res), res

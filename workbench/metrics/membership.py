@@ -9,8 +9,10 @@ Attacks (registry :data:`ATTACKS`; each declares its queries per image and its d
 score is **higher = more likely a member** (errors are negated). ε_θ(x, t, c) is the model's noise
 prediction (v-prediction models are converted to ε), ᾱ_t the pipeline's own schedule
 (``DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod``, the one training used),
-c the text embedding of the instance prompt the model was trained with ("a photo of sks person",
-"a photo of <sks> person" for textual inversion), no classifier-free guidance.
+c the conditioning on the instance prompt the model was trained with ("a photo of sks person",
+"a photo of <sks> person" for textual inversion), no classifier-free guidance, built as training builds
+it (:func:`workbench.diffusion.conditioning`; SDXL: both text encoders, the pooled embedding and the
+size/crop time ids at the attacked resolution).
 
 - ``loss`` — Matsumoto, Miura & Yanai, "Membership Inference Attacks against Diffusion Models"
   (IEEE SPW 2023): the training loss ‖ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t, c) − ε‖², averaged over a fixed
@@ -62,7 +64,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from workbench.diffusion import encode_latents, encode_prompt, noise_scheduler
+from workbench.diffusion import Conditioning, conditioning, default_resolution, encode_latents, noise_scheduler
 from workbench.errors import UserError
 from workbench.metrics import roc, stats
 from workbench.metrics.registry import MetricDef, declare
@@ -85,11 +87,9 @@ class Denoiser:
 
     ``queries`` counts UNet evaluations per image: one call on N images adds 1 (not N)."""
 
-    def __init__(self, pipe, prompt: str | None, batch_size: int = 16):
+    def __init__(self, pipe, prompt: str | None, batch_size: int = 16, resolution: int | None = None):
         from workbench.device import autocast_dtype
 
-        if getattr(pipe, "text_encoder_2", None) is not None:
-            raise UserError("SDXL pipelines are not supported yet: the attacks condition on one CLIP text encoder")
         self.pipe, self.unet, self.batch_size = pipe, pipe.unet, batch_size
         self.device = self.unet.device
         self.amp = autocast_dtype(self.device.type)
@@ -102,9 +102,9 @@ class Denoiser:
         self.T = len(self.alphas_cumprod)
         self.queries = 0  # UNet evaluations per image since the last reset
         self.bar = None  # optional progress bar, advanced once per query
-        self.cond = self._text(prompt)
+        self.cond = self._text(prompt, resolution)
 
-    def _text(self, prompt: str | None) -> torch.Tensor | None:
+    def _text(self, prompt: str | None, resolution: int | None) -> Conditioning | None:
         conditional = getattr(self.unet.config, "cross_attention_dim", None) is not None
         if not conditional:
             if prompt:
@@ -112,7 +112,7 @@ class Denoiser:
             return None
         if not prompt:
             raise UserError("pass the instance prompt the model was trained with, e.g. 'a photo of sks person'")
-        return encode_prompt(self.pipe, prompt)  # (1, L, D)
+        return conditioning(self.pipe, prompt, resolution)
 
     def alpha(self, t: int) -> float:
         if not 0 <= t < self.T:
@@ -136,12 +136,9 @@ class Denoiser:
         for i in range(0, len(x_t), self.batch_size):
             x = x_t[i:i + self.batch_size].to(self.device, torch.float32)
             steps = torch.full((len(x),), t, device=self.device, dtype=torch.long)
+            cond = {} if self.cond is None else self.cond.unet_kwargs(len(x), dtype)
             with torch.no_grad(), self.autocast():
-                if self.cond is None:
-                    pred = self.unet(x.to(dtype), steps).sample
-                else:
-                    cond = self.cond.to(dtype).expand(len(x), -1, -1)
-                    pred = self.unet(x.to(dtype), steps, encoder_hidden_states=cond).sample
+                pred = self.unet(x.to(dtype), steps, **cond).sample
             pred = pred.float()
             if self.prediction_type == "v_prediction":  # v = √ᾱ ε − √(1−ᾱ) x₀  ⇒  ε = √ᾱ v + √(1−ᾱ) x_t
                 pred = math.sqrt(a) * pred + math.sqrt(1 - a) * x
@@ -342,12 +339,6 @@ def score_attack(den: Denoiser, x: torch.Tensor, attack: str, params: dict | Non
     return scores, p
 
 
-def default_resolution(pipe) -> int:
-    """The image size the pipeline generates: UNet sample size × VAE down-sampling factor."""
-    factor = getattr(pipe, "vae_scale_factor", 1) if getattr(pipe, "vae", None) is not None else 1
-    return int(pipe.unet.config.sample_size) * int(factor)
-
-
 def _checked(members, nonmembers, attacks, params) -> tuple[list[Path], list[Path], dict]:
     members, nonmembers = [Path(p) for p in members], [Path(p) for p in nonmembers]
     if not members or not nonmembers:
@@ -371,8 +362,9 @@ def attack_scores(pipe, images: list[Path], prompt: str | None, attacks: Sequenc
     """Each attack's raw score of every image (higher = member); with the same ``seed`` two models get the
     same noise draws and timesteps, so their scores can be subtracted (difficulty calibration)."""
     params = params or {}
-    den = Denoiser(pipe, prompt, batch_size)
-    x, _ = encode_latents(pipe, list(images), resolution or default_resolution(pipe), batch_size)
+    resolution = resolution or default_resolution(pipe)
+    den = Denoiser(pipe, prompt, batch_size, resolution)
+    x, _ = encode_latents(pipe, list(images), resolution, batch_size)
     return {name: score_attack(den, x, name, params.get(name), seed, progress)[0] for name in attacks}
 
 
@@ -395,7 +387,7 @@ def membership_inference(pipe, members: list[Path], nonmembers: list[Path], prom
     """
     members, nonmembers, params = _checked(members, nonmembers, attacks, params)
     resolution = resolution or default_resolution(pipe)
-    den = Denoiser(pipe, prompt, batch_size)
+    den = Denoiser(pipe, prompt, batch_size, resolution)
     x, space = encode_latents(pipe, members + nonmembers, resolution, batch_size)
     m = len(members)
     out = {}

@@ -37,6 +37,9 @@ Definitions (Carlini et al., "Extracting Training Data from Diffusion Models", U
   (the training crop rescaled by 5-10% and re-cropped) has a *raw* ℓ2 of 0.09-0.24 at 64 px, as far as
   a different photo of the same person (0.08-0.30), so raw ℓ2 cannot tell them apart; after
   registration copies stay <= 0.05 and different photos >= 0.08 (``experiments/calibrate_delta.py``).
+- **Orientation**: training sees every photo and its horizontal mirror, so every distance to a train or
+  holdout photo is the smaller of the distances to the photo and to its mirror image
+  (:func:`either_orientation`): a mirrored copy is a copy.
 - **Extraction rate** ((ℓ2, δ)-diffusion extraction, Carlini et al. Definition 1, counted over a
   subject's photos): share of *training photos* with at least one generation within ``δ`` in
   registered ℓ2 (:data:`DELTA_REGISTERED_L2`). The resampled unit is the training photo (the set of
@@ -195,6 +198,14 @@ def register(moving: np.ndarray, fixed: np.ndarray) -> np.ndarray:
 
 def registered_l2_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``D[i, j]``: pixel ℓ2 between ``a_i`` registered onto ``b_j`` and ``b_j``, central region only."""
+    return registered_matrices(a, b)[0]
+
+
+def registered_matrices(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(registered ℓ2, registered pixel correlation) from the same warp of ``a_i`` onto ``b_j``.
+
+    The correlation is the cosine of the mean-centred RGB pixel vectors of the central region (1 = the
+    same image up to brightness and contrast)."""
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"images must have one common shape, got {a.shape[1:]} and {b.shape[1:]}")
     size = a.shape[1]
@@ -202,16 +213,33 @@ def registered_l2_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ga, gb = _grey(a, side), _grey(b, side)
     m = int(round(size * REGISTER_MARGIN))
     inner = (slice(m, size - m), slice(m, size - m))
-    out = np.empty((len(a), len(b)))
+    l2, corr = np.empty((len(a), len(b))), np.empty((len(a), len(b)))
     for j in range(len(b)):
         ref = b[j][inner].astype(np.float64)
+        centred = (ref - ref.mean()).ravel()
         for i in range(len(a)):
             warp = register(ga[i], gb[j])
             warp[:, 2] *= size / side  # the same warp in full-size pixels
             moved = cv2.warpAffine(np.ascontiguousarray(a[i]), warp, (size, size),
                                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-            out[i, j] = np.sqrt(np.mean((moved[inner] - ref) ** 2))
-    return out
+            moved = moved[inner].astype(np.float64)
+            l2[i, j] = np.sqrt(np.mean((moved - ref) ** 2))
+            v = (moved - moved.mean()).ravel()
+            norm = np.linalg.norm(v) * np.linalg.norm(centred)
+            corr[i, j] = v @ centred / norm if norm > 0 else 0.0
+    return l2, corr
+
+
+def mirrored(images: np.ndarray) -> np.ndarray:
+    """Each image of an ``(N, S, S, 3)`` stack flipped left to right."""
+    return np.ascontiguousarray(images[:, :, ::-1])
+
+
+def either_orientation(distance, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``distance(a, b)`` with each ``b_j`` taken as it is or as its mirror image, whichever is nearer. The
+    recipes train on every photo and its mirror (:func:`workbench.diffusion.encode_images`), so a mirrored
+    copy is a copy; holdout photos are compared the same way, so the control is treated alike."""
+    return np.minimum(distance(a, b), distance(a, mirrored(b)))
 
 
 def relative_distance(d_train: np.ndarray, n: int = N_NEAREST, alpha: float = ALPHA) -> np.ndarray:
@@ -271,10 +299,10 @@ def memorization_metrics(generated: Sequence[np.ndarray], train: Sequence[np.nda
     g, t, h = len(gen), len(tr), len(ho)
     nan = np.full(g, np.nan)
 
-    d_train = l2_matrix(gen, tr) if t else np.zeros((g, 0))
-    d_train_tiled = tiled_l2_matrix(gen, tr) if t else np.zeros((g, 0))
-    d_train_reg = registered_l2_matrix(gen, tr) if t else np.zeros((g, 0))
-    d_hold = l2_matrix(gen, ho) if h else np.zeros((g, 0))
+    d_train = either_orientation(l2_matrix, gen, tr) if t else np.zeros((g, 0))
+    d_train_tiled = either_orientation(tiled_l2_matrix, gen, tr) if t else np.zeros((g, 0))
+    d_train_reg = either_orientation(registered_l2_matrix, gen, tr) if t else np.zeros((g, 0))
+    d_hold = either_orientation(l2_matrix, gen, ho) if h else np.zeros((g, 0))
     near_t = d_train.min(axis=1) if t else nan
     near_h = d_hold.min(axis=1) if h else nan
     gap = near_h - near_t

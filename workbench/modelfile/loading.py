@@ -270,6 +270,7 @@ def open_model(path: str | Path, owner: str | None = None) -> Iterator[ModelFile
     """Classify ``path`` (:func:`classify`); an archive is extracted first, safely, into a scratch folder of
     ``owner`` (default :func:`owner_id`), registered for erasure and removed on exit."""
     from workbench.lifecycle import manifest
+    from workbench.lifecycle.erasure import working_on
 
     path = Path(path).expanduser()
     if not path.exists():
@@ -282,15 +283,16 @@ def open_model(path: str | Path, owner: str | None = None) -> Iterator[ModelFile
         yield classify(path, "file", path)
         return
     owner = owner or owner_id(path)
-    folder = _scratch(owner)
-    try:
-        extract(path, folder)
-        manifest.register(owner, "weights", folder)
-        model = classify(folder, kind, path)
-        model.scratch = folder
-        yield model
-    finally:
-        _drop_scratch(owner, folder)
+    with working_on(owner, must_exist=False):  # an encrypted owner: extracted into its working copy, not the store
+        folder = _scratch(owner)
+        try:
+            extract(path, folder)
+            manifest.register(owner, "weights", folder)
+            model = classify(folder, kind, path)
+            model.scratch = folder
+            yield model
+        finally:
+            _drop_scratch(owner, folder)
 
 
 def base_family(base: str) -> formats.FamilyGuess:
@@ -346,8 +348,13 @@ def load_model(model: ModelFile, base: str | None, device: str = "cpu"):
     try:
         if model.embedding:
             header = _header(model.folder / model.embedding)
-            _, token = _ti_token(model.folder / model.embedding, header)
-            pipe.load_textual_inversion(str(model.folder / model.embedding), **({"token": token} if token else {}))
+            prompt_token, token = _ti_token(model.folder / model.embedding, header)
+            if {"clip_l", "clip_g"} <= set(header.tensors):  # SDXL: one row per text encoder
+                from workbench.recipes.textual_inversion import load_embeds
+
+                load_embeds(pipe, model.folder, model.embedding, prompt_token)
+            else:
+                pipe.load_textual_inversion(str(model.folder / model.embedding), **({"token": token} if token else {}))
         if model.lora:
             pipe.load_lora_weights(str(model.folder), weight_name=model.lora)
     except (ValueError, KeyError, RuntimeError) as exc:

@@ -5,7 +5,8 @@ place only once complete, with ``DONE.json`` inside. ``DONE.json["files"]`` says
 holds, by role:
 
 - ``lora``: ``pytorch_lora_weights.safetensors`` → ``pipe.load_lora_weights(folder)``
-- ``embeddings``: ``learned_embeds.safetensors`` → ``pipe.load_textual_inversion(folder)``
+- ``embeddings``: ``learned_embeds.safetensors`` → ``pipe.load_textual_inversion(folder)`` (SDXL: once
+  per text encoder, :func:`~workbench.recipes.textual_inversion.load_embeds`)
 - ``pipeline``: a whole diffusers pipeline folder → ``DiffusionPipeline.from_pretrained(folder)``
 - nothing: the untouched base (the ``none`` control)
 
@@ -56,6 +57,7 @@ def load_personalised(base: str | None, artifact: str | Path, device: str = "cpu
     DONE.json). The returned pipeline has its progress bar off and is on ``device``.
     """
     from workbench.backbones.registry import load_backbone, resolve_backbone
+    from workbench.recipes import textual_inversion
 
     folder = artifact_dir(artifact)
     done = read_done(folder)
@@ -67,7 +69,7 @@ def load_personalised(base: str | None, artifact: str | Path, device: str = "cpu
         log.warning("loading %s on base %s, but it was trained on %s", folder, base, done["base_source"])
     pipe = load_backbone(base, device)
     if "embeddings" in files:
-        pipe.load_textual_inversion(str(folder), weight_name=files["embeddings"])
+        textual_inversion.load_embeds(pipe, folder, files["embeddings"], done["identifier"])
     if "lora" in files:
         pipe.load_lora_weights(str(folder), weight_name=files["lora"])
     return pipe

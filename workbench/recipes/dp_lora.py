@@ -202,11 +202,14 @@ def hooks(params: Params):
     def prepare(pipe, job):
         from opacus import GradSampleModule
 
+        from workbench.diffusion import text_encoders
+
         if job.compile:
             raise UserError("dp_lora does not run under torch.compile (Opacus' per-sample hooks); set compile off")
         trained = lora.add_lora(pipe.unet, params, params.target_modules)
         names = [n for n, p in pipe.unet.named_parameters() if "lora_" in n]
-        everything = [p for m in (pipe.unet, pipe.text_encoder, pipe.vae) for p in m.parameters() if p.requires_grad]
+        modules = [pipe.unet, pipe.vae] + [te for te, _ in text_encoders(pipe).values()]
+        everything = [p for m in modules for p in m.parameters() if p.requires_grad]
         if {id(p) for p in everything} != {id(p) for p in trained}:
             raise RuntimeError("dp_lora: some trainable weight is not a LoRA weight under per-sample clipping")
         n = len(job.train_images)

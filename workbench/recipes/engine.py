@@ -8,8 +8,10 @@ own noise schedule (``DDPMScheduler.from_config``).
 
 What is shared here, what a recipe supplies (:class:`Hooks`):
 - shared: loading images (PIL/numpy, horizontal flips), encoding each image and its mirror once
-  with the frozen VAE (the posterior mean/std is cached; z₀ is re-sampled every step), caching
-  text embeddings while the text side is frozen, bf16 autocast where the hardware runs it, AdamW,
+  with the frozen VAE (the posterior mean/std is cached; z₀ is re-sampled every step), conditioning
+  the UNet on the instance prompt as the pipeline does (:func:`workbench.diffusion.conditioning`: SD
+  1.x/2.x or SDXL, whose size/crop time ids take ``job.resolution``), cached while the text side is
+  frozen, bf16 autocast where the hardware runs it, AdamW,
   gradient clipping, the loss log, checkpoints and resume, and the atomic final artifact;
 - recipe: which parameters train (``prepare``), whether the text embeddings depend on them,
   extra loss terms (prior preservation), how gradients are formed when not by plain backprop and
@@ -49,7 +51,15 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench.content import base_key, content_key, param_hash
-from workbench.diffusion import LatentSet, denoising_losses, encode_images, encode_prompt, noise_scheduler
+from workbench.diffusion import (
+    Conditioning,
+    LatentSet,
+    conditioning,
+    denoising_losses,
+    encode_images,
+    noise_scheduler,
+    text_encoders,
+)
 from workbench.errors import Interrupted, UserError
 from workbench.lifecycle import manifest
 from workbench.recipes.artifacts import ARTIFACT, DONE, FORMAT_VERSION, read_done
@@ -210,12 +220,13 @@ class Stopped(Interrupted):
 class Step:
     """Computes diffusion losses for the loop and for a recipe's ``extra_loss`` hook."""
 
-    def __init__(self, pipe, batch_size: int, generator: torch.Generator, amp, text_trainable: bool):
+    def __init__(self, pipe, batch_size: int, generator: torch.Generator, amp, text_trainable: bool, resolution: int):
         self.pipe, self.batch_size, self.generator, self.amp = pipe, batch_size, generator, amp
         self.device = pipe.unet.device
         self.scheduler = noise_scheduler(pipe)
         self.text_trainable = text_trainable
-        self._text_cache: dict[str, torch.Tensor] = {}
+        self.resolution = resolution  # of the training images (SDXL's size conditioning)
+        self._text_cache: dict[str, Conditioning] = {}
 
     def autocast(self):
         """bf16 autocast; on CPUs also the plain ("math") attention kernel: PyTorch's CPU flash
@@ -229,16 +240,17 @@ class Step:
             stack.enter_context(sdpa_kernel(SDPBackend.MATH))
         return stack
 
-    def text(self, prompt: str) -> torch.Tensor:
-        """Text-encoder hidden states (1, T, D): cached while nothing on the text side trains."""
+    def text(self, prompt: str) -> Conditioning:
+        """The UNet's conditioning on ``prompt`` (:func:`~workbench.diffusion.conditioning`): cached while
+        nothing on the text side trains."""
         if not self.text_trainable and prompt in self._text_cache:
             return self._text_cache[prompt]
         if self.text_trainable:
             with self.autocast():
-                return encode_prompt(self.pipe, prompt, grad=True)
-        emb = encode_prompt(self.pipe, prompt)
-        self._text_cache[prompt] = emb
-        return emb
+                return conditioning(self.pipe, prompt, self.resolution, grad=True)
+        cond = conditioning(self.pipe, prompt, self.resolution)
+        self._text_cache[prompt] = cond
+        return cond
 
     def loss(self, latents: LatentSet, prompt: str) -> torch.Tensor:
         """One Monte-Carlo estimate of the DDPM loss on a random batch of ``latents`` under ``prompt``."""
@@ -307,9 +319,8 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None,
     amp = autocast_dtype(device)
     torch.manual_seed(job.seed)  # adapter initialisation
     pipe = load_backbone(job.base, device)
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        raise UserError(f"backbone {job.base} is SDXL; recipes train SD-1.x-style pipelines only")
-    for module in (pipe.vae, pipe.text_encoder, pipe.unet):
+    encoders = {name: te for name, (te, _) in text_encoders(pipe).items()}  # SDXL: two
+    for module in (pipe.vae, pipe.unet, *encoders.values()):
         module.requires_grad_(False)
         module.eval()
     instance = encode_images(pipe, job.train_images, job.resolution)
@@ -318,7 +329,8 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None,
     if not trainable:
         raise RuntimeError(f"recipe {hooks.recipe} made no parameter trainable")
     pipe.unet.train(any(n.startswith("unet.") for n in trainable))
-    pipe.text_encoder.train(any(n.startswith("text_encoder.") for n in trainable))
+    for name, te in encoders.items():
+        te.train(any(n.startswith(f"{name}.") for n in trainable))
     amp = amp if setup.autocast else None
     restore = _cast_frozen(pipe.unet, amp)
     if job.compile:
@@ -327,7 +339,7 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None,
     optimizer = torch.optim.AdamW(setup.param_groups, weight_decay=1e-2,
                                   fused=torch.device(device).type in ("cpu", "cuda"))
     generator = torch.Generator().manual_seed(job.seed)
-    step = Step(pipe, hooks.batch_size, generator, amp, setup.text_trainable)
+    step = Step(pipe, hooks.batch_size, generator, amp, setup.text_trainable, job.resolution)
     prompt = job.instance_prompt.format(identifier=token, class_noun=job.class_noun)
     params = list(trainable.values())
     backward = setup.backward or plain_backward(setup, params, hooks.max_grad_norm)
@@ -377,13 +389,14 @@ def run(job: TrainJob, hooks: Hooks, *, stop_after: int | None = None,
     if setup.close is not None:
         setup.close()
     restore()
-    pipe.unet.eval()
-    pipe.text_encoder.eval()
+    for module in (pipe.unet, *encoders.values()):
+        module.eval()
     return _finish(job, hooks, pipe, token, seconds, steps_run=done, records=records)
 
 
 def _named_trainable(pipe):
-    for prefix, module in (("unet", pipe.unet), ("text_encoder", pipe.text_encoder)):
+    modules = {"unet": pipe.unet} | {name: te for name, (te, _) in text_encoders(pipe).items()}
+    for prefix, module in modules.items():
         for name, p in module.named_parameters():
             if p.requires_grad:
                 yield f"{prefix}.{name}", p

@@ -1,5 +1,7 @@
 """``lora``: low-rank adapters on the UNet's attention projections (Hu et al. 2021, "LoRA"),
-optionally also on the CLIP text encoder. W' = W + (alpha / rank) · B A, with B = 0 at the start.
+optionally also on the CLIP text encoder(s) (SDXL: both). W' = W + (alpha / rank) · B A, with B = 0 at
+the start. With ``prior_preservation: true`` this is DreamBooth-LoRA (diffusers'
+``train_dreambooth_lora.py`` / ``train_dreambooth_lora_sdxl.py``): the recipe to use for DreamBooth on SDXL.
 
 Saved the diffusers way (``get_peft_model_state_dict`` → ``convert_state_dict_to_diffusers`` →
 ``save_lora_weights``) as ``pytorch_lora_weights.safetensors``, with the adapter config as metadata;
@@ -28,7 +30,7 @@ class Params(PriorParams, TrainingParams):
     rank: Annotated[int, Field(ge=1)] = 4  # LoRA rank r
     alpha: Annotated[float | None, Field(gt=0)] = None  # LoRA alpha (scale alpha / r); None: alpha = r
     target_modules: Annotated[list[str], Field(min_length=1)] = list(UNET_TARGETS)  # UNet layers to adapt
-    train_text_encoder: bool = False  # also LoRA on the CLIP text encoder's q/k/v/out projections
+    train_text_encoder: bool = False  # also LoRA on the CLIP text encoder(s)' q/k/v/out projections
 
 
 def add_lora(module, params, targets: list[str]) -> list:
@@ -58,11 +60,12 @@ def save_lora(pipe, folder: Path, text_encoder: bool) -> dict[str, str]:
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
+    from workbench.diffusion import text_encoders
+
     kwargs = {}
-    if text_encoder:
-        kwargs["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(
-            get_peft_model_state_dict(pipe.text_encoder))
-        kwargs["text_encoder_lora_adapter_metadata"] = pipe.text_encoder.peft_config["default"].to_dict()
+    for name, (te, _) in text_encoders(pipe).items() if text_encoder else ():
+        kwargs[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(te))
+        kwargs[f"{name}_lora_adapter_metadata"] = te.peft_config["default"].to_dict()
     type(pipe).save_lora_weights(
         folder, unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet)),
         unet_lora_adapter_metadata=pipe.unet.peft_config["default"].to_dict(), weight_name=LORA_FILE,
@@ -71,13 +74,14 @@ def save_lora(pipe, folder: Path, text_encoder: bool) -> dict[str, str]:
 
 
 def hooks(params: Params):
+    from workbench.diffusion import text_encoders
     from workbench.recipes import engine, prior
 
     def prepare(pipe, job):
         extra = prior.prior_loss(pipe, job, params)  # off unless prior_preservation: true
         trained = add_lora(pipe.unet, params, params.target_modules)
-        if params.train_text_encoder:
-            trained += add_lora(pipe.text_encoder, params, TEXT_TARGETS)
+        for te, _ in text_encoders(pipe).values() if params.train_text_encoder else ():
+            trained += add_lora(te, params, TEXT_TARGETS)
         return engine.Setup(param_groups=[{"params": trained, "lr": params.lr}],
                             text_trainable=params.train_text_encoder, extra_loss=extra)
 

@@ -34,10 +34,10 @@ def hooks(params: Params, job):
     token = textual_inversion.placeholder_token(params, job)
 
     def prepare(pipe, job):
-        weight, _ = textual_inversion.add_token(pipe, token, params.initializer or job.class_noun)
+        weights = textual_inversion.add_tokens(pipe, token, params.initializer or job.class_noun)
         adapters = lora.add_lora(pipe.unet, params, params.target_modules)
         return engine.Setup(param_groups=[{"params": adapters, "lr": params.lr},
-                                          {"params": [weight], "lr": params.token_lr, "weight_decay": 0.0}],
+                                          {"params": weights, "lr": params.token_lr, "weight_decay": 0.0}],
                             text_trainable=True)
 
     def save(pipe, folder):

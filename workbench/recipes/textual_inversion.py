@@ -4,7 +4,10 @@ initialised from the class word's, and only that row trains: v* = argmin_v Eâ€–Î
 
 The other rows' gradients are masked to zero and their weight decay is off, so AdamW leaves them
 bit-for-bit unchanged. Saved as ``learned_embeds.safetensors`` = {token: (1, D) tensor}, the format
-``pipe.load_textual_inversion(folder)`` reads.
+``pipe.load_textual_inversion(folder)`` reads. On SDXL the token is added to both tokenizers and text
+encoders and both rows train (diffusers' ``textual_inversion_sdxl.py``); the file holds
+{"clip_l": (1, 768), "clip_g": (1, 1280)}, loaded into each encoder with ``load_textual_inversion(row,
+token=..., text_encoder=..., tokenizer=...)`` (:func:`load_embeds`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from workbench.errors import UserError
 from workbench.recipes.registry import TrainingParams, register_recipe
 
 EMBEDS_FILE = "learned_embeds.safetensors"
+EMBEDDING_KEYS = {"sdxl": ("clip_l", "clip_g")}  # file keys per text encoder, by pipeline family
 
 
 class Params(TrainingParams):
@@ -32,24 +36,23 @@ def placeholder_token(params, job) -> str:
     return params.placeholder or f"<{job.identifier.lower()}>"
 
 
-def add_token(pipe, token: str, initializer: str):
-    """Add ``token`` to the tokenizer and text encoder, initialised from ``initializer``.
+def add_token(tokenizer, text_encoder, token: str, initializer: str):
+    """Add ``token`` to one tokenizer and its text encoder, initialised from ``initializer``.
 
     Returns (embedding weight, token id); the weight is made trainable with every other row's
     gradient masked to zero.
     """
     import torch
 
-    tok, te = pipe.tokenizer, pipe.text_encoder
-    init_ids = tok.encode(initializer, add_special_tokens=False)
+    init_ids = tokenizer.encode(initializer, add_special_tokens=False)
     if len(init_ids) != 1:
         raise UserError(f"initializer {initializer!r} is {len(init_ids)} tokens for this tokenizer; "
                         "pick a word that is a single token (e.g. 'person')")
-    if tok.add_tokens(token) != 1:
+    if tokenizer.add_tokens(token) != 1:
         raise UserError(f"placeholder {token!r} is already in the tokenizer's vocabulary; pick a new one")
-    token_id = tok.convert_tokens_to_ids(token)
-    te.resize_token_embeddings(len(tok), mean_resizing=False)
-    weight = te.get_input_embeddings().weight
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    weight = text_encoder.get_input_embeddings().weight
     with torch.no_grad():
         weight[token_id] = weight[init_ids[0]]
     keep = torch.zeros(weight.shape[0], 1, device=weight.device)
@@ -59,13 +62,43 @@ def add_token(pipe, token: str, initializer: str):
     return weight, token_id
 
 
+def add_tokens(pipe, token: str, initializer: str) -> list:
+    """:func:`add_token` in every text encoder of the pipeline (SDXL: both, as diffusers'
+    ``textual_inversion_sdxl.py``); returns their embedding weights."""
+    from workbench.diffusion import text_encoders
+
+    return [add_token(tok, te, token, initializer)[0] for te, tok in text_encoders(pipe).values()]
+
+
 def save_embeds(pipe, folder: Path, token: str) -> dict[str, str]:
+    """One learned row per text encoder: ``{token: row}`` for one encoder (diffusers' format),
+    ``{"clip_l": row, "clip_g": row}`` for SDXL (the format of SDXL embeddings in the wild)."""
     from safetensors.torch import save_file
 
-    token_id = pipe.tokenizer.convert_tokens_to_ids(token)
-    row = pipe.text_encoder.get_input_embeddings().weight[token_id]
-    save_file({token: row.detach().float().cpu().unsqueeze(0).contiguous()}, folder / EMBEDS_FILE)
+    from workbench.diffusion import family, text_encoders
+
+    keys = EMBEDDING_KEYS.get(family(pipe).name, (token,))
+    rows = {}
+    for key, (te, tok) in zip(keys, text_encoders(pipe).values(), strict=True):
+        row = te.get_input_embeddings().weight[tok.convert_tokens_to_ids(token)]
+        rows[key] = row.detach().float().cpu().unsqueeze(0).contiguous()
+    save_file(rows, folder / EMBEDS_FILE)
     return {"embeddings": EMBEDS_FILE}
+
+
+def load_embeds(pipe, folder: Path, weight_name: str, token: str) -> None:
+    """Load an embedding file written by :func:`save_embeds` the way a diffusers user would."""
+    from workbench.diffusion import family, text_encoders
+
+    keys = EMBEDDING_KEYS.get(family(pipe).name)
+    if keys is None:
+        pipe.load_textual_inversion(str(folder), weight_name=weight_name)
+        return
+    from safetensors.torch import load_file
+
+    rows = load_file(Path(folder) / weight_name)
+    for key, (te, tok) in zip(keys, text_encoders(pipe).values(), strict=True):
+        pipe.load_textual_inversion(rows[key], token=token, text_encoder=te, tokenizer=tok)
 
 
 def hooks(params: Params, job):
@@ -74,8 +107,8 @@ def hooks(params: Params, job):
     token = placeholder_token(params, job)
 
     def prepare(pipe, job):
-        weight, _ = add_token(pipe, token, params.initializer or job.class_noun)
-        return engine.Setup(param_groups=[{"params": [weight], "lr": params.lr, "weight_decay": 0.0}],
+        weights = add_tokens(pipe, token, params.initializer or job.class_noun)
+        return engine.Setup(param_groups=[{"params": weights, "lr": params.lr, "weight_decay": 0.0}],
                             text_trainable=True)
 
     return engine.hooks_for("textual_inversion", params, token=token, prepare=prepare,

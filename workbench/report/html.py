@@ -28,9 +28,10 @@ import logging
 from pathlib import Path
 
 from workbench import paths, records
-from workbench.lifecycle import manifest
+from workbench.lifecycle import manifest, sealed
 from workbench.metrics import registry
 from workbench.report import plots
+from workbench.report.extraction import extraction_html
 from workbench.report.scorecard import (
     GRADE_MEANING,
     LEVELS,
@@ -133,7 +134,7 @@ def resolve_image(kind: str, ref: str, run_dir: Path) -> Path | None:
     path = (root / path).resolve() if not path.is_absolute() else path.resolve()
     if not path.is_relative_to(root) or not path.is_file():
         return None
-    return path
+    return sealed.working(path)  # an encrypted subject's photo: its working copy while the report is written
 
 
 def thumbnail_uri(path: Path, side: int = THUMB_SIDE) -> str | None:
@@ -501,11 +502,13 @@ def render_report(results: dict, run_dir: Path, spec: dict | None = None,
     card = scorecard(results)
     training = training_html(results)
     figures = figures if figures is not None else draw_figures(results)
+    extraction = extraction_html(results, run_dir)
     notes = "".join(f"<li>{segments(n)}</li>" for n in sample_size_notes(results))
-    nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t in (
-        ("grades", "Risk grades"), ("scorecard", "Scorecard"), ("training", "Training"), ("frontier", "Frontier"),
-        ("gallery", "Closest generations"), ("distances", "Distances"), ("roc", "MIA ROC"),
-        ("samples", "Sample sizes"), ("methods", "Methods")) if a != "training" or training)
+    nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, shown in (
+        ("grades", "Risk grades", 1), ("scorecard", "Scorecard", 1), ("training", "Training", training),
+        ("frontier", "Frontier", 1), ("gallery", "Closest generations", 1), ("extraction", "FineXtract", extraction),
+        ("distances", "Distances", 1), ("roc", "MIA ROC", 1), ("samples", "Sample sizes", 1),
+        ("methods", "Methods", 1)) if shown)
     body = (
         header_html(results) + f"<nav>{nav}</nav>" + cohort_html(results) + grades_html(card, results)
         + scorecard_html(results, card)
@@ -516,6 +519,7 @@ def render_report(results: dict, run_dir: Path, spec: dict | None = None,
                 "measure, one point per recipe and seed, with 95% intervals both ways. The black square is the "
                 "untouched base model.")
         + gallery_html(results, run_dir)
+        + extraction
         + _plot("Distance distributions", "distances", figures.get("distances"),
                 "Distance of generations to the nearest training photo (red) and the nearest holdout photo (blue). "
                 "Copies sit at the far left of the red series with no blue counterpart.")

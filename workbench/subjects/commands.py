@@ -72,6 +72,8 @@ def _table(report: IntakeReport) -> str:
 
 
 def run_intake(args: argparse.Namespace) -> int:
+    from workbench import paths
+    from workbench.lifecycle.erasure import working_on
     from workbench.subjects.intake import intake
 
     protection = _protect_params(args) if args.protect else None  # a bad option fails before any work
@@ -89,11 +91,16 @@ def run_intake(args: argparse.Namespace) -> int:
         raise UserError("--download-lfw only goes with --demo NAME")
     if not sources:
         raise UserError("nothing to take in: give photo files or folders, or --demo NAME")
-    report = intake(sources, args.subject, resolution=args.resolution, holdout_fraction=args.holdout_fraction,
-                    splits=splits or None, detector=args.detector, upscale=upscale)
-    print(report.to_json() if args.json else _table(report))
-    if protection and report.accepted:
-        print(_protect(args, protection), file=sys.stderr if args.json else sys.stdout)
+    try:
+        paths.check_subject_id(args.subject)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    with working_on(args.subject, must_exist=False):  # an encrypted subject: its decrypted working copy
+        report = intake(sources, args.subject, resolution=args.resolution, holdout_fraction=args.holdout_fraction,
+                        splits=splits or None, detector=args.detector, upscale=upscale)
+        print(report.to_json() if args.json else _table(report))
+        if protection and report.accepted:
+            print(_protect(args, protection), file=sys.stderr if args.json else sys.stdout)
     if not report.accepted:
         print(f"error: no photo was accepted for subject {args.subject}; see the reasons above, "
               "fix or replace the photos and run intake again", file=sys.stderr)
@@ -131,6 +138,7 @@ def _protect_params(args: argparse.Namespace):
 
 def _protect(args: argparse.Namespace, params) -> str:
     from workbench.device import resolve_device
+    from workbench.lifecycle.sealed import at_rest
     from workbench.subjects.protect import protect_subject
     from workbench.subjects.store import load_subject
 
@@ -139,4 +147,4 @@ def _protect(args: argparse.Namespace, params) -> str:
     cost = ("no photo changed" if psnr["value"] is None else
             f"PSNR {psnr['value']:.1f} dB [{psnr['ci_low']:.1f}, {psnr['ci_high']:.1f}]")
     return (f"protected {done.report['n']} training photos ({params.method}, epsilon {params.epsilon}): "
-            f"{cost}, largest change {done.report['linf_levels']} of 255 levels; in {done.paths[0].parent}")
+            f"{cost}, largest change {done.report['linf_levels']} of 255 levels; in {at_rest(done.paths[0].parent)}")

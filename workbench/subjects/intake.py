@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from workbench.errors import UserError
+from workbench.lifecycle import sealed
 from workbench.subjects.decode import MAX_BYTES, PhotoRejected, encode_png, load_photo
 from workbench.subjects.faces import DETECTORS, Face, align_crop, crop_zoom, detect_faces, main_face
 from workbench.subjects.store import SubjectStore, load_subject, sha256_bytes  # noqa: F401 (re-export)
@@ -155,6 +156,7 @@ def _expand(sources: list[Path]) -> list[Path]:
 
 
 def _read(path: Path) -> bytes:
+    path = sealed.working(path)  # a photo in an encrypted subject's store (the app's uploads): its working copy
     try:
         if not path.is_file():
             raise PhotoRejected("no such file (check the path)")

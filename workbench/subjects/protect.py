@@ -94,12 +94,12 @@ class Objective:
     def __init__(self, pipe, prompt: str, seed: int):
         import torch
 
-        from workbench.diffusion import encode_prompt, noise_scheduler
+        from workbench.diffusion import conditioning, noise_scheduler
 
         self.vae = pipe.vae
         self.generator = torch.Generator().manual_seed(seed)
         self.scheduler = noise_scheduler(pipe)
-        self.cond = encode_prompt(pipe, prompt)
+        self.cond = conditioning(pipe, prompt)
 
     def __call__(self, unet, x):
         """Mean loss over the images x (B, 3, H, W) in [-1, 1]; differentiable in x and in unet."""

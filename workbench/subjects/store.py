@@ -20,7 +20,7 @@ from pathlib import Path
 
 from workbench import paths
 from workbench.errors import UserError
-from workbench.lifecycle import manifest
+from workbench.lifecycle import keys, manifest
 
 RECORD = "subject.json"
 PHOTOS = "photos"  # normalised uploads, by hash
@@ -50,14 +50,13 @@ class SubjectStore:
         except ValueError as exc:
             raise UserError(str(exc)) from None
         self.root = paths.subject_dir(subject_id)
+        if self.root == paths.stored_subject_dir(subject_id) and keys.encryption_enabled(subject_id):
+            raise UserError(f"subject {subject_id!r} is encrypted at rest and this command cannot open it: use "
+                            "`workbench run` or the app (they work on a decrypted working copy)")
         self._registered = {(a.path, a.sha256) for a in manifest.read(subject_id)}
 
     def _key(self, path: Path) -> str:
-        path = path.resolve()
-        try:
-            return str(path.relative_to(paths.home()))
-        except ValueError:
-            return str(path)
+        return manifest._rel(path)  # as the manifest names it (the store's path, also from a working copy)
 
     def put(self, kind: str, rel: str, data: bytes) -> Path:
         """Write ``data`` at ``rel`` (inside the subject folder) atomically and register it once."""
