@@ -118,3 +118,20 @@ def test_wandb_note_links_an_online_run_and_says_an_offline_one_stays_on_the_ser
     assert "tracking was off" in wandb_note({"mode": "off"})
     missing = wandb_note({"mode": "missing"})
     assert "no mirror was written" in missing and "WANDB_MODE" not in missing
+
+
+def test_run_on_ray_goes_into_the_spec_with_the_configured_cluster(monkeypatch):
+    from workbench.app import form
+
+    subject = {"demo": "Naomi_Watts", "id": "app-s-0123"}
+    monkeypatch.delenv("WORKBENCH_RAY_ADDRESS", raising=False)
+    local = form.build_spec(subject, form.RecipeForm(recipes=["lora"], params_text=""), 7)
+    assert local.execution.executor == "local" and local.execution.address is None
+    ray = form.build_spec(subject, form.RecipeForm(recipes=["lora"], params_text="", executor="ray"), 7)
+    assert ray.execution.executor == "ray" and ray.execution.address is None  # a local Ray on loopback
+    monkeypatch.setenv("WORKBENCH_RAY_ADDRESS", "10.0.0.5:6379")
+    ray = form.build_spec(subject, form.RecipeForm(recipes=["lora"], params_text="", executor="ray"), 7)
+    assert ray.execution.address == "10.0.0.5:6379"
+    assert form.build_spec(subject, form.RecipeForm(recipes=["lora"], params_text=""), 7).execution.address is None
+    with pytest.raises(Exception, match="execution"):
+        form.build_spec(subject, form.RecipeForm(recipes=["lora"], params_text="", executor="dask"), 7)

@@ -138,6 +138,12 @@ def check_backbone(name: str) -> str:
     return name
 
 
+def _ray_address(executor: str) -> dict[str, str]:
+    """The cluster the app's Ray runs go to: ``$WORKBENCH_RAY_ADDRESS``, else a local Ray on 127.0.0.1."""
+    address = os.environ.get("WORKBENCH_RAY_ADDRESS")
+    return {"address": address} if executor == "ray" and address else {}
+
+
 def spec_data(subject: dict, form: RecipeForm, retention_days: int) -> dict[str, Any]:
     """The spec dict of one in-app comparison of ``none`` + the ticked recipes on ``subject``."""
     params = parse_params(form.params_text)
@@ -162,7 +168,7 @@ def spec_data(subject: dict, form: RecipeForm, retention_days: int) -> dict[str,
         "sampling": {"steps": form.sampling_steps, "batch_size": 8},
         "metrics": {"encoders": list(form.encoders), "mia_attacks": list(form.mia_attacks)},
         "tracking": {"wandb": form.wandb}, "retention": {"default_days": retention_days, "encrypt": ENCRYPT},
-        "execution": {"executor": form.executor},
+        "execution": {"executor": form.executor} | _ray_address(form.executor),
     }
 
 

@@ -155,7 +155,7 @@ def build_ui() -> gr.Blocks:
                 cancel_btn = gr.Button("Cancel", variant="stop", scale=1)
             executor = gr.Radio(label="Run on", choices=["local", "ray"], value="local",
                                 info="local: in this process; ray: one Ray task per recipe row (a local Ray on "
-                                     "127.0.0.1, or the cluster in RAY_ADDRESS), live lines per task")
+                                     "127.0.0.1, or the cluster at $WORKBENCH_RAY_ADDRESS), live lines per task")
             run_md = gr.Markdown()
         with gr.Tab("Results", id="results"):
             results_btn = gr.Button("Show results")
