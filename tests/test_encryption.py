@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from results_helpers import leaves
 
 from workbench import paths
 from workbench.errors import UserError
@@ -45,19 +46,6 @@ def _spec(base: Path, encrypt: bool | None) -> dict:
         "tracking": {"wandb": "off"}, "metrics": {"encoders": ["sface"], "mia_attacks": ["loss"]},
         "retention": {"encrypt": encrypt},
     }
-
-
-def _numbers(x, path=""):
-    """Every leaf of results.json by its path, without the run's timestamp and the training times."""
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if k not in ("created", "seconds"):
-                yield from _numbers(v, f"{path}.{k}")
-    elif isinstance(x, list):
-        for i, v in enumerate(x):
-            yield from _numbers(v, f"{path}[{i}]")
-    else:
-        yield path, x
 
 
 def _files(folder: Path) -> dict[Path, int]:
@@ -138,7 +126,7 @@ def test_an_encrypted_subject_is_ciphertext_at_rest_and_gives_the_plain_runs_res
 
     # the same results.json, metric by metric (absolute photo paths differ by the data root only)
     text = {k: next((h / "runs").glob("*/results.json")).read_text().replace(str(h), "H") for k, (h, _) in runs.items()}
-    got, want = (dict(_numbers(json.loads(text[k]))) for k in ("encrypted", "plain"))
+    got, want = (dict(leaves(json.loads(text[k]))) for k in ("encrypted", "plain"))
     assert got.keys() == want.keys()
     assert not {k: (got[k], want[k]) for k in want if got[k] != want[k]}
     # the report shows the nearest training photos as the plain run's does (decrypted while it is written)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from results_helpers import leaves
 
 ray = pytest.importorskip("ray")
 
@@ -75,18 +76,27 @@ def _spec(base: Path, **over) -> dict:
     return spec
 
 
-def _numbers(x, path=""):
-    """Every leaf of results.json by its path, without the run's timestamp and the training times."""
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if k in ("created", "seconds"):
-                continue
-            yield from _numbers(v, f"{path}.{k}")
-    elif isinstance(x, list):
-        for i, v in enumerate(x):
-            yield from _numbers(v, f"{path}[{i}]")
-    else:
-        yield path, x
+def start_run(spec, run_dir: Path, **kw):
+    """``run_experiment`` in a thread: (thread, {"outcome": ...} once done, [the exception, if any])."""
+    done, errors = {}, []
+
+    def run():
+        try:
+            done["outcome"] = run_experiment(spec, run_dir, **kw)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, done, errors
+
+
+def wait_for_checkpoint(models: Path, thread: threading.Thread, errors: list, timeout: float = 300) -> None:
+    """Until a LoRA row has written its first checkpoint (fails if the run ended or errored first)."""
+    deadline = time.time() + timeout
+    while not list(models.glob("lora-*/checkpoint/step-*")) and time.time() < deadline and thread.is_alive():
+        time.sleep(0.2)
+    assert list(models.glob("lora-*/checkpoint/step-*")), errors
 
 
 def _files(folder: Path, pattern: str = "*") -> dict[str, int]:
@@ -122,7 +132,7 @@ def test_ray_run_equals_the_local_run_on_two_nodes_and_a_rerun_trains_nothing(cl
     local_seconds = time.time() - t0
     text = {k: (tmp_path / f"run-{k}" / "results.json").read_text().replace(f"home-{k}", "H").replace(f"run-{k}", "R")
             for k in ("ray", "local")}  # absolute paths of photos differ by the data root only
-    got, want = (dict(_numbers(json.loads(text[k]))) for k in ("ray", "local"))
+    got, want = (dict(leaves(json.loads(text[k]))) for k in ("ray", "local"))
     assert got.keys() == want.keys()
     differ = {k: (got[k], want[k]) for k in want if got[k] != want[k]}
     assert not differ, differ
@@ -158,21 +168,9 @@ def test_a_node_lost_mid_training_gets_its_task_retried_and_resumed_from_the_che
                             recipes=[{"name": "none"}, {"name": "lora", "params": {"steps": 4}}],
                             metrics={"encoders": ["sface"], "mia_attacks": ["loss"]},
                             execution={"executor": "ray", "resources": {"custom": {"rows": 1}}}))
-    done, errors = {}, []
-
-    def run():
-        try:
-            done["outcome"] = run_experiment(spec, tmp_path / "run")
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, done, errors = start_run(spec, tmp_path / "run")
     models = tmp_path / "home" / "subjects" / spec.subject.id / "models"
-    deadline = time.time() + 300
-    while not list(models.glob("lora-*/checkpoint/step-*")) and time.time() < deadline and thread.is_alive():
-        time.sleep(0.2)
-    assert list(models.glob("lora-*/checkpoint/step-*")), errors  # training on the victim, checkpointed
+    wait_for_checkpoint(models, thread, errors)  # training on the victim, checkpointed
     cluster.remove_node(victim, allow_graceful=False)  # the node is lost mid-training
     cluster.add_node(**node)  # another node (without the hooks) that can take the rows
     thread.join(timeout=400)
@@ -200,21 +198,10 @@ def test_cancel_stops_every_task_at_its_next_step_and_a_rerun_resumes(cluster, b
                             recipes=[{"name": "none"}, {"name": "lora", "params": {"steps": steps}}],
                             metrics={"encoders": ["sface"], "mia_attacks": ["loss"]},
                             execution={"executor": "ray", "resources": {"custom": {"slow_rows": 1}}}))
-    cancel, errors, done = threading.Event(), [], {}
-
-    def run():
-        try:
-            done["outcome"] = run_experiment(spec, tmp_path / "run", should_stop=cancel.is_set)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    cancel = threading.Event()
+    thread, done, errors = start_run(spec, tmp_path / "run", should_stop=cancel.is_set)
     models = tmp_path / "home" / "subjects" / spec.subject.id / "models"
-    deadline = time.time() + 300
-    while not list(models.glob("lora-*/checkpoint/step-*")) and time.time() < deadline and thread.is_alive():
-        time.sleep(0.2)
-    assert list(models.glob("lora-*/checkpoint/step-*")), errors
+    wait_for_checkpoint(models, thread, errors)
     cancelled_at = time.time()
     cancel.set()
     thread.join(timeout=120)
