@@ -93,24 +93,17 @@ def is_sealed(path: Path) -> bool:
 
 def encrypt_file(subject_id: str, src: Path, dst: Path) -> None:
     """Write ``src`` encrypted under the subject's key (created on first use) to ``dst``, atomically."""
+    from workbench.lifecycle import manifest  # manifest.register calls seal_files: imported here
+
     f = keys._fernet(keys.ensure_key(subject_id))
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".seal-")
-    try:
-        with open(src, "rb") as fin, os.fdopen(fd, "wb") as out:
-            chunk, i = fin.read(CHUNK), 0
-            while True:
-                nxt = fin.read(CHUNK)
-                out.write(f.encrypt(_HEAD.pack(i, not nxt) + chunk) + b"\n")
-                if not nxt:
-                    break
-                chunk, i = nxt, i + 1
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with open(src, "rb") as fin, manifest.atomic_writer(dst, prefix=".seal-") as out:
+        chunk, i = fin.read(CHUNK), 0
+        while True:
+            nxt = fin.read(CHUNK)
+            out.write(f.encrypt(_HEAD.pack(i, not nxt) + chunk) + b"\n")
+            if not nxt:
+                break
+            chunk, i = nxt, i + 1
 
 
 def decrypt_chunks(subject_id: str, path: Path) -> Iterator[bytes]:
