@@ -292,6 +292,7 @@ def load_pair(model, base: str | None = None, device: str = "cpu", amp="auto", c
     :func:`workbench.modelfile.loading.load_model`), or an opened ``ModelFile``."""
     from workbench.backbones.registry import load_backbone
     from workbench.device import autocast_dtype
+    from workbench.diffusion import family as diffusion_family
     from workbench.errors import UserError
     from workbench.modelfile.loading import load_model
 
@@ -304,8 +305,9 @@ def load_pair(model, base: str | None = None, device: str = "cpu", amp="auto", c
         recipe = (mf.done or {}).get("recipe") or mf.kind
         pair = ModelPair(pipe=pipe, kind=kind, recipe=recipe, caption=model_caption(mf, caption),
                          amp=autocast_dtype(device) if amp == "auto" else amp)
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        raise UserError("SDXL pipelines are not supported yet: FineXtract here conditions on one CLIP text encoder")
+    if diffusion_family(pipe).name != "sd":  # the shared family registry, as the attacks and recipes use it
+        raise UserError(f"{diffusion_family(pipe).name.upper()} pipelines are not supported yet: FineXtract here "
+                        "conditions on one CLIP text encoder")
     pair.adapters = any(getattr(m, "_hf_peft_config_loaded", False) for m in (pipe.unet, pipe.text_encoder))
     if kind == "full":
         base_pipe = load_backbone(base_name, device)
